@@ -1,0 +1,1 @@
+"""Components shared by several methods, registered through the same hooks as plugins."""

@@ -1,0 +1,43 @@
+"""View recipes shared by several methods (values from the papers; see
+``shared/recipes.md``). Plugins register their own named view configs using these."""
+
+from __future__ import annotations
+
+from twinfold.builtins.views import ViewConfig
+
+_COMMON = dict(
+    crop_scale=(0.08, 1.0),
+    crop_ratio=(3 / 4, 4 / 3),
+    flip_p=0.5,
+    jitter_p=0.8,
+    brightness=0.4,
+    contrast=0.4,
+    saturation=0.2,
+    hue=0.1,
+    grayscale_p=0.2,
+    blur_sigma=(0.1, 2.0),
+    blur_kernel_fraction=0.1,
+    solarize_threshold=0.5,
+)
+
+
+def asymmetric_view_pair() -> list[ViewConfig]:
+    """BYOL's pair (Grill et al. 2020, Table 6), also used by Barlow Twins and VICReg:
+    view 1 blurs always and never solarizes; view 2 blurs with p 0.1, solarizes with p 0.2."""
+    return [
+        ViewConfig(**_COMMON, blur_p=1.0, solarize_p=0.0),
+        ViewConfig(**_COMMON, blur_p=0.1, solarize_p=0.2),
+    ]
+
+
+def simsiam_view_pair() -> list[ViewConfig]:
+    """SimSiam's symmetric pair (Chen & He 2021, sec. 4 / appendix A): crop area (0.2, 1),
+    jitter p 0.8 (0.4, 0.4, 0.4, 0.1), grayscale 0.2, blur p 0.5, flip 0.5."""
+    view = dict(
+        _COMMON,
+        crop_scale=(0.2, 1.0),
+        saturation=0.4,
+        blur_p=0.5,
+        solarize_p=0.0,
+    )
+    return [ViewConfig(**view), ViewConfig(**view)]

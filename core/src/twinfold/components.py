@@ -1,0 +1,196 @@
+"""Base classes of the component kinds: config classes and component protocols."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+
+class StrictModel(BaseModel):
+    """pydantic model that forbids unknown keys and validates assignments."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ComponentConfig(StrictModel):
+    """Config of one component. Subclasses set ``name: Literal["..."] = "..."``;
+    that default is the component's registered name (one source of truth)."""
+
+    kind: ClassVar[str] = "component"
+    name: str
+
+    @classmethod
+    def component_name(cls) -> str:
+        field = cls.model_fields.get("name")
+        default = None if field is None else field.default
+        if not isinstance(default, str):
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__} must declare "
+                f'`name: Literal["<component-name>"] = "<component-name>"`'
+            )
+        return default
+
+
+class AugmentationConfig(ComponentConfig):
+    kind: ClassVar[str] = "augmentation"
+
+
+class EncoderConfig(ComponentConfig):
+    kind: ClassVar[str] = "encoder"
+
+
+class HeadConfig(ComponentConfig):
+    """A head's ``in_dim`` is filled by the method from the module before it."""
+
+    kind: ClassVar[str] = "head"
+    in_dim: int | None = None
+
+
+class LossConfig(ComponentConfig):
+    kind: ClassVar[str] = "loss"
+
+
+class TargetRuleConfig(ComponentConfig):
+    kind: ClassVar[str] = "target"
+
+
+CONFIG_BASES: dict[str, type[ComponentConfig]] = {
+    "augmentation": AugmentationConfig,
+    "encoder": EncoderConfig,
+    "head": HeadConfig,
+    "loss": LossConfig,
+    "target": TargetRuleConfig,
+}
+
+
+class ViewPipeline(ABC):
+    """Turns one decoded image (uint8 tensor ``[C, H, W]``) into a list of views.
+
+    Randomness must come from the torch global generator only: the data pipeline seeds
+    it per (seed, epoch, sample index), which makes views independent of the number of
+    processes and data-loader workers.
+    """
+
+    num_views: int = 2
+
+    @abstractmethod
+    def __call__(self, image: Tensor) -> list[Tensor]: ...
+
+    @abstractmethod
+    def plain(self, image: Tensor) -> Tensor:
+        """The un-augmented, normalised image used for evaluation."""
+
+
+@dataclass
+class BranchOutput:
+    """Per-view outputs of a branch: backbone features, projections, predictions."""
+
+    features: list[Tensor]
+    projections: list[Tensor]
+    predictions: list[Tensor]
+
+
+class Loss(nn.Module, ABC):
+    """A loss over per-view outputs of the online and target branches.
+
+    ``online[i]`` and ``target[i]`` come from view ``i``; the loss compares each online
+    view with the target of the other views. Under ``torch.distributed`` the value is the
+    loss of the global batch on every rank, and its gradient is scaled for the mean that
+    DDP takes over ranks (see :mod:`twinfold.distributed`).
+    """
+
+    @abstractmethod
+    def terms(self, online: Sequence[Tensor], target: Sequence[Tensor]) -> dict[str, Tensor]:
+        """Return ``{"loss": scalar, **named_terms}``."""
+
+    def forward(self, online: Sequence[Tensor], target: Sequence[Tensor]) -> Tensor:
+        return self.terms(online, target)["loss"]
+
+    @staticmethod
+    def check_views(online: Sequence[Tensor], target: Sequence[Tensor]) -> None:
+        if len(online) != len(target) or len(online) < 2:
+            raise ValueError(
+                f"a loss needs two equal-length lists of at least 2 views; got "
+                f"{len(online)} online and {len(target)} target tensors"
+            )
+        for i, (o, t) in enumerate(zip(online, target, strict=True)):
+            if o.ndim != 2 or o.shape != t.shape:
+                raise ValueError(
+                    f"view {i}: online {tuple(o.shape)} and target {tuple(t.shape)} must "
+                    "both be [batch, dim] with the same shape"
+                )
+
+    @staticmethod
+    def view_pairs(
+        online: Sequence[Tensor], target: Sequence[Tensor]
+    ) -> list[tuple[Tensor, Tensor]]:
+        """All ordered (online view i, target view j) pairs with ``i != j``."""
+        return [
+            (online[i], target[j]) for i in range(len(online)) for j in range(len(target)) if i != j
+        ]
+
+
+class TargetRule(ABC):
+    """What the target branch is and how it follows the online branch.
+
+    ``build`` returns a target module (never wrapped for gradient sync) or ``None``;
+    ``targets`` returns the per-view target tensors the loss compares against;
+    ``update`` runs after every optimizer step and returns metrics to log.
+    """
+
+    def build(self, online: nn.Module) -> nn.Module | None:
+        return None
+
+    @abstractmethod
+    def targets(
+        self, views: Sequence[Tensor], online_out: BranchOutput, target: nn.Module | None
+    ) -> list[Tensor]: ...
+
+    def update(
+        self, online: nn.Module, target: nn.Module | None, step: int, total_steps: int
+    ) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose parameters require no gradient."""
+    import copy
+
+    clone = copy.deepcopy(module)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+def matched_tensors(
+    source: nn.Module, dest: nn.Module
+) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+    """Parameters and float buffers of ``dest`` matched by name with ``source``.
+
+    Returns ``(dest_params, source_params, dest_buffers, source_buffers)``. Raises if
+    the two modules do not have the same structure.
+    """
+    sp, dp = dict(source.named_parameters()), dict(dest.named_parameters())
+    sb, db = dict(source.named_buffers()), dict(dest.named_buffers())
+    if sp.keys() != dp.keys() or sb.keys() != db.keys():
+        raise RuntimeError("target and online branches differ in structure")
+    names = list(dp)
+    bnames = [n for n in db if torch.is_floating_point(db[n])]
+    return (
+        [dp[n] for n in names],
+        [sp[n].detach() for n in names],
+        [db[n] for n in bnames],
+        [sb[n] for n in bnames],
+    )

@@ -1,0 +1,245 @@
+"""The run configuration: pydantic models, validated in full before anything runs.
+
+Component slots (``method.encoder``, ``method.loss``, ...) accept either an instance of
+a registered config class or a mapping with a ``name``; the mapping is validated with
+the class the registry holds for that name. A ``preset`` names a registered default
+composition that the rest of the config is merged onto.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from twinfold.components import (
+    AugmentationConfig,
+    ComponentConfig,
+    EncoderConfig,
+    HeadConfig,
+    LossConfig,
+    StrictModel,
+    TargetRuleConfig,
+)
+from twinfold.config.merge import deep_merge
+from twinfold.errors import UnknownComponentError
+
+
+def _registry(info: ValidationInfo | None):
+    ctx = info.context if info is not None else None
+    if isinstance(ctx, dict) and ctx.get("registry") is not None:
+        return ctx["registry"]
+    from twinfold.registry import default_registry
+
+    return default_registry()
+
+
+def _dispatch(kind: str, value: Any, info: ValidationInfo) -> Any:
+    """Validate a ``{"name": ...}`` mapping with the registered config class."""
+    if value is None or isinstance(value, ComponentConfig) or not isinstance(value, dict):
+        return value
+    name = value.get("name")
+    registry = _registry(info)
+    try:
+        cls = registry.config_class(kind, name if isinstance(name, str) else "")
+    except UnknownComponentError as exc:
+        text = (
+            str(exc)
+            if isinstance(name, str)
+            else f"a {kind} needs a 'name'. " + str(exc).split(". ", 1)[-1]
+        )
+        raise ValidationError.from_exception_data(
+            "component",
+            [
+                {
+                    "type": PydanticCustomError("unknown_component", text),
+                    "loc": ("name",),
+                    "input": name,
+                }
+            ],
+        ) from None
+    return cls.model_validate(value, context=info.context)
+
+
+class DataConfig(StrictModel):
+    """Where images come from and how they are batched."""
+
+    dataset: Literal["digits", "folder", "cifar10", "cifar100", "stl10"] = "digits"
+    root: Path | None = Field(None, description="image folder, or torchvision data root")
+    eval_root: Path | None = Field(
+        None, description="labelled image folder (one sub-folder per class) for evaluation"
+    )
+    download: bool = Field(False, description="let torchvision datasets download")
+    image_size: int = Field(32, ge=8, description="side of the decoded square image")
+    batch_size: int = Field(256, ge=2, description="samples per device and step")
+    global_batch_size: int | None = Field(
+        None, ge=2, description="if set, the per-device batch is this / (devices x nodes)"
+    )
+    num_workers: int = Field(0, ge=0, description="data-loader worker processes")
+    holdout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="held-out share for the digits and folder datasets"
+    )
+    skip_bad_images: bool = Field(
+        False, description="skip (and count) unreadable images instead of failing"
+    )
+
+    @model_validator(mode="after")
+    def _needs_root(self) -> DataConfig:
+        if self.dataset == "folder" and self.root is None:
+            raise ValueError("data.root is required for dataset 'folder' (an image folder)")
+        return self
+
+
+class MethodConfig(StrictModel):
+    """A composition of components; any registered names may be mixed."""
+
+    encoder: SerializeAsAny[EncoderConfig]
+    projector: SerializeAsAny[HeadConfig]
+    predictor: SerializeAsAny[HeadConfig] | None = None
+    target: SerializeAsAny[TargetRuleConfig]
+    loss: SerializeAsAny[LossConfig]
+    views: SerializeAsAny[AugmentationConfig]
+
+    @field_validator("encoder", mode="before")
+    @classmethod
+    def _encoder(cls, v: Any, info: ValidationInfo) -> Any:
+        return _dispatch("encoder", v, info)
+
+    @field_validator("projector", "predictor", mode="before")
+    @classmethod
+    def _head(cls, v: Any, info: ValidationInfo) -> Any:
+        return _dispatch("head", v, info)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, v: Any, info: ValidationInfo) -> Any:
+        return _dispatch("target", v, info)
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss(cls, v: Any, info: ValidationInfo) -> Any:
+        return _dispatch("loss", v, info)
+
+    @field_validator("views", mode="before")
+    @classmethod
+    def _views(cls, v: Any, info: ValidationInfo) -> Any:
+        return _dispatch("augmentation", v, info)
+
+
+class OptimizerConfig(StrictModel):
+    """Optimizer and parameter groups. ``lr`` is the base rate before batch scaling."""
+
+    name: Literal["sgd", "adamw", "lars"] = "lars"
+    lr: float = Field(0.2, gt=0)
+    weight_decay: float = Field(1e-6, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD and LARS momentum")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    trust_coefficient: float = Field(1e-3, gt=0, description="LARS trust coefficient")
+    exclude_bias_and_norm: bool = Field(
+        True, description="biases and norm parameters get no weight decay / LARS adaptation"
+    )
+    bias_and_norm_lr: float | None = Field(
+        None, gt=0, description="separate base lr for biases and norm parameters"
+    )
+    fixed_lr: list[str] = Field(
+        default_factory=list,
+        description="online sub-modules (e.g. 'predictor') that keep their initial lr",
+    )
+
+
+class ScheduleConfig(StrictModel):
+    """Linear warm-up, then cosine decay; learning rates scaled by the global batch."""
+
+    warmup_epochs: float = Field(10, ge=0)
+    final_lr_ratio: float = Field(0.0, ge=0, le=1, description="end of the cosine, x peak")
+    lr_scaling: Literal["linear", "none"] = Field(
+        "linear", description="'linear': lr x global_batch / reference_batch_size"
+    )
+    reference_batch_size: int = Field(256, ge=1)
+
+
+class TrainerConfig(StrictModel):
+    """Lightning Fabric settings and the length of training."""
+
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    precision: str = "32-true"
+    sync_batchnorm: bool = Field(True, description="convert BatchNorm to SyncBatchNorm")
+    epochs: int = Field(100, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
+    log_every: int = Field(10, ge=1, description="steps between metric rows")
+    progress_bar: bool = True
+    matmul_precision: Literal["highest", "high", "medium"] = "highest"
+
+
+class RunSettings(StrictModel):
+    """Output directory, seeding, checkpoints and resuming."""
+
+    output_dir: Path = Path("runs")
+    name: str | None = Field(None, description="run directory name (default: preset-time)")
+    seed: int = 0
+    checkpoint_every: int = Field(0, ge=0, description="steps; 0 = at the end of each epoch")
+    resume: bool = Field(False, description="continue from the run directory's checkpoint")
+    overwrite: bool = Field(False, description="allow a non-empty run directory")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "/" in v or "\\" in v or v in {".", ".."}):
+            raise ValueError("run.name must be a plain directory name without '/' or '..'")
+        return v
+
+
+class EvaluationConfig(StrictModel):
+    """Weighted kNN on backbone features (Wu et al. 2018)."""
+
+    knn_k: int = Field(20, ge=1)
+    knn_temperature: float = Field(0.07, gt=0)
+    at_end: bool = True
+    every_n_epochs: int = Field(0, ge=0, description="0 = only at the end")
+    compare_random_init: bool = True
+
+
+class RunConfig(StrictModel):
+    """The whole run. ``preset`` names a registered default composition."""
+
+    preset: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    method: MethodConfig
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    run: RunSettings = Field(default_factory=RunSettings)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("preset"), str):
+            return data
+        try:
+            preset = _registry(info).preset(data["preset"])
+        except UnknownComponentError as exc:
+            raise ValidationError.from_exception_data(
+                "preset",
+                [
+                    {
+                        "type": PydanticCustomError("unknown_preset", str(exc)),
+                        "loc": ("preset",),
+                        "input": data["preset"],
+                    }
+                ],
+            ) from None
+        user = {k: (v.model_dump() if isinstance(v, StrictModel) else v) for k, v in data.items()}
+        return deep_merge(dict(preset.config), user)

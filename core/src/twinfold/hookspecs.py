@@ -1,0 +1,170 @@
+"""The twinfold hook specifications: one declaration hook per component kind.
+
+Each hook takes no arguments and returns (or yields) registration records
+(:class:`twinfold.records.Component`, or :class:`twinfold.records.Preset` for presets).
+The core's own builtins arrive through these same hooks. A plugin is any module or
+object with functions decorated by :data:`hookimpl`, exposed through an entry point in
+the ``twinfold`` group of its distribution's metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pluggy
+
+from twinfold.records import Component, Preset
+
+PROJECT = "twinfold"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def twinfold_augmentations() -> Iterable[Component]:
+    """Register view pipelines (multi-view augmentation recipes).
+
+    The factory receives the validated config and returns a
+    :class:`twinfold.components.ViewPipeline`: a callable that turns one uint8 image
+    tensor ``[C, H, W]`` into a list of float view tensors. Minimal plugin::
+
+        from typing import Literal
+        from twinfold import hookimpl, Component
+        from twinfold.builtins.views import SimCLRViewsConfig, build_simclr_views
+
+        class MyViews(SimCLRViewsConfig):
+            name: Literal["my-views"] = "my-views"
+
+        @hookimpl
+        def twinfold_augmentations():
+            yield Component(MyViews, build_simclr_views, "SimCLR views, my defaults")
+    """
+
+
+@hookspec
+def twinfold_encoders() -> Iterable[Component]:
+    """Register backbones.
+
+    The factory returns an ``nn.Module`` mapping images ``[B, C, H, W]`` to features
+    ``[B, D]`` with an integer attribute ``out_dim`` (= D). Minimal plugin::
+
+        from typing import Literal
+        from torch import nn
+        from twinfold import hookimpl, Component, EncoderConfig
+
+        class LinearEncoderConfig(EncoderConfig):
+            name: Literal["linear"] = "linear"
+            pixels: int = 3 * 32 * 32
+            out_dim: int = 128
+
+        def build(cfg):
+            net = nn.Sequential(nn.Flatten(), nn.Linear(cfg.pixels, cfg.out_dim))
+            net.out_dim = cfg.out_dim
+            return net
+
+        @hookimpl
+        def twinfold_encoders():
+            yield Component(LinearEncoderConfig, build, "one linear layer")
+    """
+
+
+@hookspec
+def twinfold_heads() -> Iterable[Component]:
+    """Register projector / predictor heads.
+
+    The config class subclasses :class:`twinfold.components.HeadConfig`, whose
+    ``in_dim`` the method fills from the module before it; the factory returns an
+    ``nn.Module`` ``[B, in_dim] -> [B, out_dim]`` with attribute ``out_dim``.
+    Minimal plugin::
+
+        from typing import Literal
+        from twinfold import hookimpl, Component
+        from twinfold.builtins.heads import MLPHeadConfig, build_mlp_head
+
+        class WideProjector(MLPHeadConfig):
+            name: Literal["wide-projector"] = "wide-projector"
+            hidden_dims: list[int] = [8192, 8192]
+            out_dim: int = 8192
+
+        @hookimpl
+        def twinfold_heads():
+            yield Component(WideProjector, build_mlp_head, "8192-8192-8192 MLP")
+    """
+
+
+@hookspec
+def twinfold_losses() -> Iterable[Component]:
+    """Register losses.
+
+    The factory returns a :class:`twinfold.components.Loss`: ``forward(online, target)``
+    takes two equal-length lists of per-view tensors ``[B, D]`` and returns a scalar;
+    ``terms(online, target)`` returns the same scalar under ``"loss"`` plus named terms
+    for logging. Minimal plugin::
+
+        from typing import Literal
+        from twinfold import hookimpl, Component, Loss, LossConfig
+
+        class MSEConfig(LossConfig):
+            name: Literal["mse"] = "mse"
+
+        class MSE(Loss):
+            def terms(self, online, target):
+                pairs = self.view_pairs(online, target)
+                loss = sum(((o - t) ** 2).sum(1).mean() for o, t in pairs) / len(pairs)
+                return {"loss": loss}
+
+        @hookimpl
+        def twinfold_losses():
+            yield Component(MSEConfig, lambda cfg: MSE(), "mean squared error")
+    """
+
+
+@hookspec
+def twinfold_target_updates() -> Iterable[Component]:
+    """Register target-update rules (what the target branch is and how it moves).
+
+    The factory returns a :class:`twinfold.components.TargetRule`. Minimal plugin::
+
+        from typing import Literal
+        from twinfold import hookimpl, Component, TargetRule, TargetRuleConfig
+
+        class DetachConfig(TargetRuleConfig):
+            name: Literal["detach"] = "detach"
+
+        class Detach(TargetRule):
+            def targets(self, views, online_out, target):
+                return [z.detach() for z in online_out.projections]
+
+        @hookimpl
+        def twinfold_target_updates():
+            yield Component(DetachConfig, lambda cfg: Detach(), "stop-gradient")
+    """
+
+
+@hookspec
+def twinfold_presets() -> Iterable[Preset]:
+    """Register method presets: named default compositions of a whole run.
+
+    Minimal plugin::
+
+        from twinfold import hookimpl, Preset
+
+        @hookimpl
+        def twinfold_presets():
+            yield Preset(
+                name="my-method",
+                summary="my method on the embedded digits",
+                config={"method": {"loss": {"name": "mse"}, "target": {"name": "detach"}}},
+                deviations=("not a published recipe",),
+            )
+    """
+
+
+HOOKS = {
+    "augmentation": "twinfold_augmentations",
+    "encoder": "twinfold_encoders",
+    "head": "twinfold_heads",
+    "loss": "twinfold_losses",
+    "target": "twinfold_target_updates",
+    "preset": "twinfold_presets",
+}

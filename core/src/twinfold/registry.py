@@ -1,0 +1,300 @@
+"""The component registry: a pluggy manager, entry-point discovery and conflict checks.
+
+The core's builtins are registered first, through the same hooks as any plugin. Entry
+points of the ``twinfold`` group are then walked one by one (not with pluggy's silent
+loader) so that a failure names its entry point and distribution, and a (kind, name)
+claimed twice names both providers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata as md
+import os
+import re
+import threading
+import traceback
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pluggy
+from pydantic import ValidationError
+
+from twinfold import hookspecs
+from twinfold.components import CONFIG_BASES, ComponentConfig
+from twinfold.errors import (
+    ConflictError,
+    PluginError,
+    PluginLoadError,
+    UnknownComponentError,
+)
+from twinfold.records import BrokenPlugin, Component, Kind, Preset, Registered
+
+ENTRY_POINT_GROUP = "twinfold"
+ENV_NO_PLUGINS = "TWINFOLD_NO_PLUGINS"
+ENV_BLOCK = "TWINFOLD_BLOCK_PLUGINS"
+
+KIND_HOOKS: dict[Kind, str] = {Kind(k): v for k, v in hookspecs.HOOKS.items()}
+
+
+class PluginLoadWarning(UserWarning):
+    """An installed plugin failed to load; components it provides are unavailable."""
+
+
+def normalize(name: str) -> str:
+    """Normalise a plugin or distribution name (PEP 503 style)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "unknown"
+
+
+class Registry:
+    """All components and presets known to one process.
+
+    Args:
+        entry_points: load plugins from the ``twinfold`` entry-point group.
+        blocked: entry-point or distribution names never to import.
+        paths: search these directories for distributions instead of ``sys.path``.
+        plugins: extra plugin objects to register after the entry points, as
+            ``{name: module_or_object}`` (handy in tests and notebooks).
+        strict: raise :class:`PluginLoadError` at once when an entry point fails,
+            instead of recording it as broken with a warning.
+    """
+
+    def __init__(
+        self,
+        *,
+        entry_points: bool = True,
+        blocked: Iterable[str] = (),
+        paths: Sequence[str] | None = None,
+        plugins: Mapping[str, object] | None = None,
+        strict: bool = False,
+    ) -> None:
+        self.blocked = {normalize(b) for b in blocked if b}
+        self.strict = strict
+        self.broken: list[BrokenPlugin] = []
+        self.skipped: list[str] = []
+        self.conflicts: list[str] = []
+        self._records: dict[tuple[Kind, str], Registered] = {}
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+
+        from twinfold.builtins import plugin as builtins_plugin
+
+        self._add_plugin("twinfold", builtins_plugin, "twinfold", _version("twinfold"))
+        if entry_points:
+            self._load_entry_points(paths)
+        for name, obj in (plugins or {}).items():
+            self._add_plugin(name, obj, name, "local")
+        if self.conflicts:
+            raise ConflictError("\n".join(self.conflicts))
+
+    # ------------------------------------------------------------------ discovery
+    def _load_entry_points(self, paths: Sequence[str] | None) -> None:
+        dists = md.distributions(path=list(paths)) if paths is not None else md.distributions()
+        seen: set[tuple[str, str]] = set()
+        for dist in dists:
+            dist_name = dist.metadata["Name"] or "unknown"
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP or (dist_name, ep.name) in seen:
+                    continue
+                seen.add((dist_name, ep.name))
+                if normalize(ep.name) in self.blocked or normalize(dist_name) in self.blocked:
+                    self.skipped.append(f"{ep.name} ({dist_name})")
+                    continue
+                try:
+                    obj = ep.load()
+                except Exception as exc:
+                    self._broken(ep.name, dist_name, ep.value, exc)
+                    continue
+                self._add_plugin(ep.name, obj, dist_name, dist.version)
+
+    def _broken(self, ep_name: str, dist: str, target: str, exc: BaseException) -> None:
+        message = (
+            f"plugin entry point '{ep_name} = {target}' of distribution '{dist}' failed to "
+            f"load: {type(exc).__name__}: {exc}. Fix or reinstall '{dist}', or block it "
+            f"with {ENV_BLOCK}={ep_name} (CLI: --block {ep_name})."
+        )
+        if self.strict:
+            raise PluginLoadError(message) from exc
+        tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        self.broken.append(BrokenPlugin(ep_name, dist, tb, {"target": target}))
+        warnings.warn(message, PluginLoadWarning, stacklevel=3)
+
+    def _add_plugin(self, name: str, obj: object, dist: str, version: str) -> None:
+        if self.pm.is_registered(obj) or self.pm.has_plugin(name):
+            raise PluginError(f"plugin '{name}' ({dist}) is registered twice")
+        try:
+            self.pm.register(obj, name=name)
+        except Exception as exc:
+            self._broken(name, dist, repr(obj), exc)
+            return
+        collected: list[Registered] = []
+        try:
+            for kind, hook_name in KIND_HOOKS.items():
+                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                    if impl.plugin is not obj:
+                        continue
+                    for rec in impl.function() or ():
+                        collected.append(self._stamp(kind, rec, name, dist, version))
+        except Exception as exc:
+            self.pm.unregister(obj)
+            self._broken(name, dist, repr(obj), exc)
+            return
+        for item in collected:
+            key = (item.kind, item.name)
+            if key in self._records:
+                other = self._records[key]
+                self.conflicts.append(
+                    f"{item.kind.value} '{item.name}' is registered by both "
+                    f"{other.provider} and {item.provider}. Uninstall one of them or block "
+                    f"one with {ENV_BLOCK}=<plugin> (CLI: --block <plugin>)."
+                )
+                continue
+            self._records[key] = item
+
+    @staticmethod
+    def _stamp(kind: Kind, rec: object, plugin: str, dist: str, version: str) -> Registered:
+        if kind is Kind.PRESET:
+            if not isinstance(rec, Preset):
+                raise PluginError(f"twinfold_presets of '{plugin}' yielded {rec!r}, not a Preset")
+            return Registered(kind, rec.name, rec, plugin, dist, version)
+        if not isinstance(rec, Component):
+            raise PluginError(
+                f"{KIND_HOOKS[kind]} of '{plugin}' yielded {rec!r}, not a twinfold.Component"
+            )
+        base = CONFIG_BASES[kind.value]
+        if not (isinstance(rec.config, type) and issubclass(rec.config, base)):
+            raise PluginError(
+                f"{kind.value} registered by '{plugin}' has config class {rec.config!r}; "
+                f"it must subclass twinfold.{base.__name__}"
+            )
+        return Registered(kind, rec.name, rec, plugin, dist, version)
+
+    # ------------------------------------------------------------------ lookups
+    def records(self, kind: Kind | str | None = None) -> list[Registered]:
+        kinds = None if kind is None else Kind(kind)
+        return sorted(
+            (r for r in self._records.values() if kinds is None or r.kind is kinds),
+            key=lambda r: (r.kind.value, r.name),
+        )
+
+    def available(self, kind: Kind | str) -> list[str]:
+        """Registered names of one kind, sorted."""
+        return [r.name for r in self.records(self._kind(kind))]
+
+    def get(self, kind: Kind | str, name: str) -> Registered:
+        kind = self._kind(kind)
+        found = self._records.get((kind, name))
+        if found is not None:
+            return found
+        names = self.available(kind)
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        msg = f"unknown {kind.value} '{name}'."
+        if close:
+            msg += f" Did you mean {' or '.join(repr(c) for c in close)}?"
+        msg += f" Installed {kind.value} names: {', '.join(names) or '(none)'}."
+        if self.broken:
+            msg += " Plugins that failed to load: " + "; ".join(
+                f"{b.entry_point} ({b.distribution}): {b.error}" for b in self.broken
+            )
+        if self.skipped:
+            msg += f" Blocked plugins: {', '.join(self.skipped)}."
+        raise UnknownComponentError(msg)
+
+    def preset(self, name: str) -> Preset:
+        rec = self.get(Kind.PRESET, name).record
+        assert isinstance(rec, Preset)
+        return rec
+
+    def config_class(self, kind: Kind | str, name: str) -> type[ComponentConfig]:
+        kind = self._kind(kind)
+        if kind is Kind.PRESET:
+            raise PluginError("presets have no config class; use Registry.preset(name)")
+        rec = self.get(kind, name).record
+        assert isinstance(rec, Component)
+        return rec.config
+
+    def validate(self, kind: Kind | str, data: Mapping[str, Any]) -> ComponentConfig:
+        """Validate a ``{"name": ..., **params}`` mapping with the named config class."""
+        name = data.get("name")
+        if not isinstance(name, str):
+            raise UnknownComponentError(
+                f"a {Kind(kind).value} config needs a 'name'; installed: "
+                f"{', '.join(self.available(kind))}"
+            )
+        return self.config_class(kind, name).model_validate(dict(data))
+
+    def build(self, config: ComponentConfig) -> Any:
+        """Build the component described by a validated config instance."""
+        kind = self._kind(config.kind)
+        rec = self.get(kind, config.name)
+        assert isinstance(rec.record, Component)
+        if not isinstance(config, rec.record.config):
+            raise PluginError(
+                f"{kind.value} '{config.name}' is registered by {rec.provider} with config "
+                f"class {rec.record.config.__qualname__}, but got a "
+                f"{type(config).__qualname__}"
+            )
+        return rec.record.factory(config)
+
+    def create(self, kind: Kind | str, name: str, **params: Any) -> Any:
+        """Validate ``params`` with the component's config class and build it."""
+        cls = self.config_class(kind, name)
+        try:
+            config = cls(name=name, **params)
+        except ValidationError as exc:
+            from twinfold.config.errors import problems_from_validation
+            from twinfold.errors import ConfigError
+
+            raise ConfigError(problems_from_validation(exc), source=f"{kind} '{name}'") from None
+        return self.build(config)
+
+    @staticmethod
+    def _kind(kind: Kind | str) -> Kind:
+        try:
+            return Kind(kind)
+        except ValueError:
+            raise UnknownComponentError(
+                f"unknown component kind '{kind}'; kinds: {', '.join(k.value for k in Kind)}"
+            ) from None
+
+
+# ---------------------------------------------------------------------- default registry
+_default: Registry | None = None
+_default_key: tuple[bool, frozenset[str]] | None = None
+_lock = threading.Lock()
+
+
+def _env_settings() -> tuple[bool, frozenset[str]]:
+    off = os.environ.get(ENV_NO_PLUGINS, "").strip().lower() in {"1", "true", "yes", "on"}
+    blocked = frozenset(
+        normalize(b) for b in re.split(r"[,\s]+", os.environ.get(ENV_BLOCK, "")) if b
+    )
+    return off, blocked
+
+
+def default_registry() -> Registry:
+    """The process-wide registry, built once from the environment settings
+    (``TWINFOLD_NO_PLUGINS``, ``TWINFOLD_BLOCK_PLUGINS``) and rebuilt if they change."""
+    global _default, _default_key
+    key = _env_settings()
+    with _lock:
+        if _default is None or key != _default_key:
+            _default = Registry(entry_points=not key[0], blocked=key[1])
+            _default_key = key
+        return _default
+
+
+def set_default_registry(registry: Registry | None) -> None:
+    """Replace (or with ``None`` forget) the process-wide registry."""
+    global _default, _default_key
+    with _lock:
+        _default = registry
+        _default_key = _env_settings() if registry is not None else None

@@ -1,0 +1,43 @@
+"""Shared fixtures: fixture plugins really installed with pip into a private directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURE_PLUGINS = Path(__file__).parent / "plugins"
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory where the fixture plugin distributions are installed by pip, with
+    their ``twinfold`` entry points in real ``.dist-info`` metadata."""
+    site = tmp_path_factory.mktemp("plugin-site")
+    for name in ("toy", "broken", "conflict"):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+                "--target",
+                str(site),
+                str(FIXTURE_PLUGINS / name),
+            ],
+            check=True,
+        )
+    return site
+
+
+@pytest.fixture
+def fixture_paths(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Search paths: the fixture site first, then the normal ``sys.path``."""
+    monkeypatch.syspath_prepend(str(plugin_site))
+    return [str(plugin_site), *sys.path]

@@ -1,0 +1,118 @@
+"""The command line, run as a real subprocess: training end to end, config errors,
+config show/schema and the plugin list."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+TINY = [
+    "data.image_size=16",
+    "data.batch_size=64",
+    "trainer.epochs=2",
+    "trainer.max_steps=6",
+    "trainer.log_every=2",
+    "method.encoder.widths=[8,16]",
+    "method.projector.hidden_dims=[32]",
+    "method.projector.out_dim=16",
+    "method.predictor.hidden_dims=[32]",
+    "method.predictor.out_dim=16",
+]
+
+
+def twinfold(*args: str, cwd: Path, env: dict[str, str] | None = None):
+    cmd = [sys.executable, "-m", "twinfold.cli", *args]
+    return subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+    )
+
+
+def sets(items: list[str]) -> list[str]:
+    return [x for item in items for x in ("--set", item)]
+
+
+def test_train_end_to_end_writes_the_run_directory(tmp_path: Path) -> None:
+    res = twinfold("train", *sets([*TINY, "run.name=e2e"]), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "runs" / "e2e"
+    assert f"run directory: {run}" in res.stdout
+    assert "kNN top-1 on the held-out split (k=20" in res.stdout
+    assert "random init" in res.stdout
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["preset"] == "byol-small" and cfg["trainer"]["max_steps"] == 6
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    losses = [float(r["loss"]) for r in rows if r.get("loss")]
+    assert len(losses) == 3 and all(0 <= x <= 8 for x in losses)
+    assert {"lr", "target/tau", "loss/cosine", "images_per_s"} <= set(rows[0])
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["step"] == 6 and {"online", "target", "optimizer"} <= set(ckpt)
+    weights = load_file(run / "backbone.safetensors")
+    assert any(k.endswith("weight") for k in weights)
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0.5 < summary["knn_top1"] <= 1 and summary["steps"] == 6
+    # a second run with the same name is refused: nothing is lost
+    again = twinfold("train", *sets([*TINY, "run.name=e2e"]), cwd=tmp_path)
+    assert again.returncode == 2 and "not empty" in again.stderr
+    assert (run / "backbone.safetensors").stat().st_size > 0
+
+
+def test_config_errors_exit_2_with_all_problems_and_write_nothing(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(
+        "preset: byol-small\noptimizer:\n  lr: -1\nmethod:\n  loss:\n    name: byl\n"
+        "trainer:\n  epoch: 3\n"
+    )
+    res = twinfold("train", str(cfg), cwd=tmp_path)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    for text in (
+        "optimizer.lr",
+        "method.loss.name",
+        "Did you mean 'byol'",
+        "trainer.epoch",
+        "did you mean 'epochs'",
+        "3 problem(s)",
+    ):
+        assert text in res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_show_and_schema(tmp_path: Path) -> None:
+    res = twinfold("config", "show", "--set", "trainer.epochs=3", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    shown = yaml.safe_load(res.stdout)
+    assert shown["trainer"]["epochs"] == 3
+    assert shown["method"]["target"] == {"name": "ema", "tau_base": 0.99, "tau_final": 1.0}
+    schema = json.loads(twinfold("config", "schema", cwd=tmp_path).stdout)
+    assert "properties" in schema and "method" in schema["properties"]
+
+
+def test_plugins_listing_json_and_blocking(tmp_path: Path) -> None:
+    res = twinfold("plugins", "--json", cwd=tmp_path)
+    data = json.loads(res.stdout)
+    names = {(c["kind"], c["name"]): c for c in data["components"]}
+    assert names[("loss", "byol")]["distribution"] == "twinfold-byol"
+    assert names[("encoder", "resnet")]["plugin"] == "twinfold"
+    blocked = json.loads(twinfold("--block", "byol", "plugins", "--json", cwd=tmp_path).stdout)
+    assert ("loss", "byol") not in {(c["kind"], c["name"]) for c in blocked["components"]}
+    assert blocked["blocked"] == ["byol (twinfold-byol)"]
+    off = twinfold("plugins", cwd=tmp_path, env={"TWINFOLD_NO_PLUGINS": "1"})
+    assert "byol" not in off.stdout and "small-cnn" in off.stdout
+    # without the BYOL plugin the default preset is unknown: a clear error, exit 2
+    res = twinfold("--no-plugins", "train", cwd=tmp_path)
+    assert res.returncode == 2 and "unknown preset 'byol-small'" in res.stderr
+
+
+@pytest.mark.parametrize("flag", ["--help"])
+def test_help(flag: str, tmp_path: Path) -> None:
+    res = twinfold(flag, cwd=tmp_path)
+    assert res.returncode == 0 and "train" in res.stdout
