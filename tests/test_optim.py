@@ -1,11 +1,9 @@
-"""LARS against a hand-written reference of its formula, parameter groups and the
-learning-rate schedule."""
+"""LARS against a hand-written reference of its formula (You et al. 2017), parameter
+groups, learning-rate scaling and the optimizer factory."""
 
 from __future__ import annotations
 
-import copy
-import itertools
-import math
+import io
 
 import pytest
 import torch
@@ -13,137 +11,240 @@ from torch import nn
 
 from twinfold.config import OptimizerConfig, ScheduleConfig
 from twinfold.optim import LARS, build_optimizer, lr_scale, param_groups
-from twinfold.schedule import LRSchedule
 
 
-def reference_lars_step(p, g, m, *, lr, wd, mom, eta, exclude):
-    """You et al. 2017, as used by BYOL: one step, written out per tensor."""
-    d = g + wd * p
+def reference_lars(p, g, m, *, lr, wd, mom, eta, exclude):
+    """One LARS step written out element by element in plain Python floats."""
+    d = [gi + wd * pi for pi, gi in zip(p, g)]
     if not exclude:
-        pn, dn = p.norm(), d.norm()
-        if pn > 0 and dn > 0:
-            d = d * (eta * pn / dn)
-    m = mom * m + d
-    return p - lr * m, m
+        p_norm = sum(x * x for x in p) ** 0.5
+        d_norm = sum(x * x for x in d) ** 0.5
+        ratio = eta * p_norm / d_norm if p_norm > 0 and d_norm > 0 else 1.0
+        d = [x * ratio for x in d]
+    m = [mom * mi + di for mi, di in zip(m, d)]
+    return [pi - lr * mi for pi, mi in zip(p, m)], m
 
 
-def test_lars_matches_the_formula_over_several_steps() -> None:
-    torch.manual_seed(0)
-    w = nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
-    b = nn.Parameter(torch.randn(4, dtype=torch.float64))
-    z = nn.Parameter(torch.zeros(3, dtype=torch.float64))  # zero norm: ratio 1
+def test_lars_two_steps_by_hand() -> None:
+    # ||p|| = 5, ||g|| = 1, eta = 0.1: ratio 0.5, d = (0.3, 0.4), p = (2.7, 3.6);
+    # then ||p|| = 4.5: d = (0.27, 0.36), m = 0.9 (0.3, 0.4) + d = (0.54, 0.72).
+    p = nn.Parameter(torch.tensor([3.0, 4.0], dtype=torch.float64))
+    opt = LARS([p], lr=1.0, momentum=0.9, trust_coefficient=0.1)
+    for expected in ([2.7, 3.6], [2.16, 2.88]):
+        p.grad = torch.tensor([0.6, 0.8], dtype=torch.float64)
+        opt.step()
+        torch.testing.assert_close(p.detach(), torch.tensor(expected, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_lars_matches_the_reference_over_several_steps(foreach: bool) -> None:
+    gen = torch.Generator().manual_seed(0)
+    w = nn.Parameter(torch.randn(4, 3, dtype=torch.float64, generator=gen))
+    v = nn.Parameter(torch.randn(5, dtype=torch.float64, generator=gen))  # 1-D, included
+    zero = nn.Parameter(torch.zeros(3, dtype=torch.float64))  # ||p|| = 0 at first: ratio 1
+    b = nn.Parameter(torch.randn(4, dtype=torch.float64, generator=gen))  # excluded
+    frozen = nn.Parameter(torch.randn(2, dtype=torch.float64, generator=gen))  # never a grad
+    hp = {"lr": 0.3, "mom": 0.9, "eta": 0.02}
     opt = LARS(
         [
-            {"params": [w], "weight_decay": 0.1, "lars_exclude": False},
-            {"params": [b, z], "weight_decay": 0.0, "lars_exclude": True},
+            {"params": [w, v, zero], "weight_decay": 0.1},
+            {"params": [b, frozen], "weight_decay": 0.0, "lars_exclude": True},
         ],
-        lr=0.5,
-        momentum=0.9,
-        trust_coefficient=0.02,
+        lr=hp["lr"],
+        momentum=hp["mom"],
+        trust_coefficient=hp["eta"],
+        foreach=foreach,
     )
-    ref = {id(t): (t.detach().clone(), torch.zeros_like(t)) for t in (w, b, z)}
-    for step in range(4):
-        grads = {id(t): torch.randn_like(t) for t in (w, b, z)}
-        for t in (w, b, z):
-            t.grad = grads[id(t)].clone()
-        opt.step()
-        for t, wd, exc in ((w, 0.1, False), (b, 0.0, True), (z, 0.0, True)):
+    setup = [(w, 0.1, False), (v, 0.1, False), (zero, 0.1, False), (b, 0.0, True)]
+    ref = {id(t): (t.detach().flatten().tolist(), [0.0] * t.numel()) for t, _, _ in setup}
+    frozen_before = frozen.detach().clone()
+    for step in range(5):
+        for t, wd, exclude in setup:
+            t.grad = torch.randn(t.shape, dtype=torch.float64, generator=gen)
             p, m = ref[id(t)]
-            ref[id(t)] = reference_lars_step(
-                p, grads[id(t)], m, lr=0.5, wd=wd, mom=0.9, eta=0.02, exclude=exc
+            ref[id(t)] = reference_lars(
+                p, t.grad.flatten().tolist(), m, wd=wd, exclude=exclude, **hp
             )
-            torch.testing.assert_close(t.detach(), ref[id(t)][0], msg=f"step {step}")
+        opt.step()
+        for t, _, _ in setup:
+            expected = torch.tensor(ref[id(t)][0], dtype=torch.float64).reshape(t.shape)
+            torch.testing.assert_close(t.detach(), expected, msg=f"step {step}")
+    assert torch.equal(frozen.detach(), frozen_before) and frozen not in opt.state
 
 
-def test_lars_state_dict_round_trip() -> None:
-    torch.manual_seed(1)
-    a = nn.Linear(3, 2)
-    opt = LARS(a.parameters(), lr=0.1, weight_decay=1e-4)
-    a(torch.randn(5, 3)).sum().backward()
-    opt.step()
-    b = nn.Linear(3, 2)
-    b.load_state_dict(a.state_dict())
-    opt2 = LARS(b.parameters(), lr=0.1, weight_decay=1e-4)
-    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # as if saved to disk
-    x = torch.randn(5, 3)
-    for net, o in ((a, opt), (b, opt2)):
-        o.zero_grad()
-        net(x).pow(2).sum().backward()
-        o.step()
-    torch.testing.assert_close(a.weight, b.weight, rtol=0, atol=0)
+def test_lars_zero_gradient_keeps_the_ratio_finite() -> None:
+    p = nn.Parameter(torch.tensor([1.0, 2.0]))
+    opt = LARS([p], lr=0.5, momentum=0.0)
+    p.grad = torch.zeros(2)
+    opt.step()  # ||d|| = 0: ratio 1, no NaN, no move
+    assert torch.equal(p.detach(), torch.tensor([1.0, 2.0]))
+
+
+def test_lars_foreach_with_mixed_dtypes_matches_single_tensor() -> None:
+    def run(foreach: bool) -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(3)
+        a = nn.Parameter(torch.randn(3, 2, generator=gen))
+        c = nn.Parameter(torch.randn(4, dtype=torch.float64, generator=gen))
+        opt = LARS([a, c], lr=0.1, weight_decay=0.01, foreach=foreach)
+        for _ in range(3):
+            a.grad = torch.randn(3, 2, generator=gen)
+            c.grad = torch.randn(4, dtype=torch.float64, generator=gen)
+            opt.step()
+        return [a.detach(), c.detach()]
+
+    for x, y in zip(run(False), run(True)):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_lars_rejects_bad_hyperparameters() -> None:
+    p = [nn.Parameter(torch.ones(1))]
+    for kwargs in ({"lr": -1.0}, {"lr": 0.1, "momentum": 1.0}, {"lr": 0.1, "weight_decay": -1}):
+        with pytest.raises(ValueError, match="LARS"):
+            LARS(p, **kwargs)
 
 
 class Net(nn.Module):
+    """An online network's layout: encoder, projector and predictor sub-modules."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
-        self.predictor = nn.Linear(8, 2)
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
+        self.projector = nn.Sequential(nn.Linear(4, 8, bias=False), nn.BatchNorm1d(8))
+        self.predictor = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 4))
 
 
-def test_param_groups_split_bias_norm_and_fixed_modules() -> None:
+def ids(params) -> set[int]:
+    return {id(p) for p in params}
+
+
+def test_param_groups_split_and_rates() -> None:
+    net = Net()
     cfg = OptimizerConfig(
-        name="lars", lr=0.2, weight_decay=1e-6, bias_and_norm_lr=0.0048, fixed_lr=["predictor"]
+        lr=0.2, weight_decay=1.5e-6, bias_and_norm_lr=0.0048, fixed_lr=["predictor"]
     )
-    groups = {g["name"]: g for g in param_groups(Net(), cfg, scale=2.0)}
-    assert set(groups) == {
+    groups = {g["name"]: g for g in param_groups(net, cfg, scale=8.0)}
+    assert list(groups) == [
         "scheduled/weights",
         "scheduled/bias_norm",
-        "fixed/weights",
-        "fixed/bias_norm",
-    }
-    w, bn = groups["scheduled/weights"], groups["scheduled/bias_norm"]
-    assert len(w["params"]) == 1 and len(bn["params"]) == 3  # linear bias + BN weight, bias
-    assert w["lr"] == pytest.approx(0.4) and bn["lr"] == pytest.approx(0.0096)
-    assert w["weight_decay"] == 1e-6 and bn["weight_decay"] == 0.0
-    assert bn["lars_exclude"] and not w["lars_exclude"]
-    assert groups["fixed/weights"]["fixed_lr"] and not w["fixed_lr"]
-    included = param_groups(Net(), OptimizerConfig(exclude_bias_and_norm=False), 1.0)
-    assert all(g["weight_decay"] == 1e-6 and not g["lars_exclude"] for g in included)
-    with pytest.raises(ValueError, match="'projector' names no sub-module.*encoder, predictor"):
-        param_groups(Net(), OptimizerConfig(fixed_lr=["projector"]), 1.0)
+        "predictor/weights",
+        "predictor/bias_norm",
+    ]
+    enc, proj, pred = net.encoder, net.projector, net.predictor
+    assert ids(groups["scheduled/weights"]["params"]) == ids([enc[0].weight, proj[0].weight])
+    assert ids(groups["scheduled/bias_norm"]["params"]) == ids(
+        [enc[0].bias, enc[1].weight, enc[1].bias, proj[1].weight, proj[1].bias]
+    )
+    assert ids(groups["predictor/weights"]["params"]) == ids([pred[0].weight, pred[2].weight])
+    assert ids(groups["predictor/bias_norm"]["params"]) == ids(
+        [pred[0].bias, pred[1].weight, pred[1].bias, pred[2].bias]
+    )
+    for name, g in groups.items():
+        bias_norm = name.endswith("bias_norm")
+        peak = (0.0048 if bias_norm else 0.2) * 8.0
+        assert g["lr"] == pytest.approx(peak) and g["base_lr"] == pytest.approx(peak)
+        assert g["weight_decay"] == (0.0 if bias_norm else 1.5e-6)
+        assert g["lars_exclude"] is bias_norm
+        assert g["fixed_lr"] is name.startswith("predictor")
+
+
+def test_param_groups_without_exclusion_or_fixed_modules() -> None:
+    net = Net()
+    net.encoder[0].weight.requires_grad_(False)
+    groups = param_groups(net, OptimizerConfig(lr=0.5, exclude_bias_and_norm=False), 2.0)
+    assert [g["name"] for g in groups] == ["scheduled/weights", "scheduled/bias_norm"]
+    for g in groups:
+        assert (g["lr"], g["weight_decay"]) == (1.0, 1e-6)
+        assert not g["lars_exclude"] and not g["fixed_lr"]
+    everything = [p for g in groups for p in g["params"]]
+    assert len(everything) == len(ids(everything))  # each parameter once
+    assert ids(everything) == ids(p for p in net.parameters() if p.requires_grad)
+
+
+def test_param_groups_drop_empty_groups() -> None:
+    net = nn.ModuleDict({"encoder": nn.Linear(3, 3), "predictor": nn.Linear(3, 3, bias=False)})
+    cfg = OptimizerConfig(fixed_lr=["predictor"])
+    names = [g["name"] for g in param_groups(net, cfg, 1.0)]
+    assert names == ["scheduled/weights", "scheduled/bias_norm", "predictor/weights"]
+
+
+def test_param_groups_unknown_fixed_lr_entry() -> None:
+    cfg = OptimizerConfig(fixed_lr=["predictor", "predicter"])
+    with pytest.raises(ValueError, match=r"'predicter'.*encoder, predictor, projector"):
+        param_groups(Net(), cfg, 1.0)
+    bare = nn.ModuleDict({"encoder": nn.Linear(2, 2), "predictor": nn.Identity()})
+    with pytest.raises(ValueError, match=r"'predictor' matches no parameter.*: encoder$"):
+        param_groups(bare, OptimizerConfig(fixed_lr=["predictor"]), 1.0)
+
+
+def test_lr_scale() -> None:
+    assert lr_scale(ScheduleConfig(), 4096) == 16.0
+    assert lr_scale(ScheduleConfig(reference_batch_size=100), 64) == pytest.approx(0.64)
+    assert lr_scale(ScheduleConfig(lr_scaling="none"), 4096) == 1.0
 
 
 @pytest.mark.parametrize(
     "name,cls", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("lars", LARS)]
 )
-def test_build_optimizer(name: str, cls: type) -> None:
-    opt = build_optimizer(Net(), OptimizerConfig(name=name, lr=0.1), scale=0.5)
-    assert isinstance(opt, cls)
-    assert all(g["lr"] == pytest.approx(0.05) for g in opt.param_groups)
-
-
-def test_lr_scale_uses_the_global_batch() -> None:
-    assert lr_scale(ScheduleConfig(), 4096) == 16.0
-    assert lr_scale(ScheduleConfig(lr_scaling="none"), 4096) == 1.0
-
-
-def test_schedule_warmup_then_cosine() -> None:
-    s = LRSchedule.from_config(
-        ScheduleConfig(warmup_epochs=2, final_lr_ratio=0.001),
-        steps_per_epoch=10,
-        epochs=12,
-        max_steps=None,
+def test_build_optimizer_types_and_options(name: str, cls: type) -> None:
+    cfg = OptimizerConfig(
+        name=name, lr=0.1, momentum=0.8, betas=(0.5, 0.99), trust_coefficient=0.01
     )
-    assert (s.total_steps, s.warmup_steps) == (120, 20)
-    assert s.factor(0) == pytest.approx(1 / 20)
-    assert s.factor(19) == pytest.approx(1.0)
-    assert s.factor(20) == pytest.approx(1.0)
-    assert s.factor(119) == pytest.approx(0.001)
-    after = [s.factor(k) for k in range(20, 120)]
-    assert all(a >= b for a, b in itertools.pairwise(after))
-    t = (70 - 20) / 99
-    assert s.factor(70) == pytest.approx(0.001 + 0.999 * 0.5 * (1 + math.cos(math.pi * t)))
+    opt = build_optimizer(Net(), cfg, scale=0.5)
+    assert type(opt) is cls
+    assert [g["name"] for g in opt.param_groups] == ["scheduled/weights", "scheduled/bias_norm"]
+    assert all(g["lr"] == pytest.approx(0.05) for g in opt.param_groups)
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-6, 0.0]
+    if name == "adamw":
+        assert all(g["betas"] == (0.5, 0.99) for g in opt.param_groups)
+    else:
+        assert all(g["momentum"] == 0.8 for g in opt.param_groups)
+    if name == "lars":
+        assert all(g["trust_coefficient"] == 0.01 for g in opt.param_groups)
 
 
-def test_schedule_edge_cases_and_fixed_groups() -> None:
-    none = LRSchedule(total_steps=5, warmup_steps=0, final_lr_ratio=0.0)
-    assert none.factor(0) == 1.0 and none.factor(4) == pytest.approx(0.0)
-    only = LRSchedule(total_steps=3, warmup_steps=3, final_lr_ratio=0.0)
-    assert [only.factor(k) for k in range(3)] == pytest.approx([1 / 3, 2 / 3, 1.0])
-    capped = LRSchedule.from_config(ScheduleConfig(warmup_epochs=10), 5, 100, max_steps=7)
-    assert (capped.total_steps, capped.warmup_steps) == (7, 7)
-    opt = build_optimizer(Net(), OptimizerConfig(name="sgd", lr=1.0, fixed_lr=["predictor"]), 1)
-    s = LRSchedule(total_steps=10, warmup_steps=0, final_lr_ratio=0.0)
-    s.apply(opt, 9)
-    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
-    assert lrs["fixed/weights"] == 1.0 and lrs["scheduled/weights"] == pytest.approx(0.0)
+def test_build_sgd_first_step_follows_the_groups() -> None:
+    """First SGD step (buffer = d): p <- p - lr (g + wd p), with wd = 0 for the bias."""
+    lin = nn.Linear(3, 2)
+    net = nn.ModuleDict({"encoder": lin})
+    w0, b0 = lin.weight.detach().clone(), lin.bias.detach().clone()
+    opt = build_optimizer(net, OptimizerConfig(name="sgd", lr=0.1, weight_decay=0.5), 2.0)
+    lin.weight.grad, lin.bias.grad = torch.ones(2, 3), torch.ones(2)
+    opt.step()
+    torch.testing.assert_close(lin.weight.detach(), w0 - 0.2 * (1 + 0.5 * w0))
+    torch.testing.assert_close(lin.bias.detach(), b0 - 0.2 * torch.ones(2))
+
+
+def _train(net: nn.Module, opt: torch.optim.Optimizer, steps: int, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(6, 3, 5, 5, generator=gen)
+        opt.zero_grad()
+        net.predictor(net.projector(net.encoder(x))).pow(2).mean().backward()
+        opt.step()
+
+
+def test_lars_state_dict_round_trip_gives_identical_steps() -> None:
+    torch.manual_seed(0)
+    cfg = OptimizerConfig(name="lars", lr=0.3, weight_decay=1e-3, fixed_lr=["predictor"])
+    a = Net()
+    opt_a = build_optimizer(a, cfg, 1.0)
+    _train(a, opt_a, 3, seed=1)
+    buffer = io.BytesIO()
+    torch.save({"net": a.state_dict(), "opt": opt_a.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+
+    b = Net()
+    opt_b = build_optimizer(b, OptimizerConfig(name="lars", lr=9.0, fixed_lr=["predictor"]), 1.0)
+    b.load_state_dict(saved["net"])
+    opt_b.load_state_dict(saved["opt"])
+    for ga, gb in zip(opt_a.param_groups, opt_b.param_groups):
+        assert {k: v for k, v in ga.items() if k != "params"} == {
+            k: v for k, v in gb.items() if k != "params"
+        }
+    _train(a, opt_a, 2, seed=2)
+    _train(b, opt_b, 2, seed=2)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)

@@ -140,6 +140,7 @@ def _run(fabric: Fabric, cfg: RunConfig, registry: Registry | None) -> TrainResu
     total_steps = cfg.trainer.epochs * steps_per_epoch
     if cfg.trainer.max_steps is not None:
         total_steps = min(total_steps, cfg.trainer.max_steps)
+    end_step = min(total_steps, cfg.trainer.stop_after or total_steps)
 
     # --- model
     method: SiameseMethod = build_method(cfg.method, registry)
@@ -154,7 +155,8 @@ def _run(fabric: Fabric, cfg: RunConfig, registry: Registry | None) -> TrainResu
     method.online, optimizer = fabric.setup(method.online_raw, optimizer)
     if method.target is not None:
         method.target = fabric.to_device(method.target)  # never wrapped: no gradient sync
-    loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+    # the loader is NOT passed through fabric.setup_dataloaders: Fabric's wrapper would call
+    # sampler.set_epoch with its own iteration count and undo a mid-epoch resume
     schedule = LRSchedule.from_config(
         cfg.schedule, steps_per_epoch, cfg.trainer.epochs, cfg.trainer.max_steps
     )
@@ -179,16 +181,15 @@ def _run(fabric: Fabric, cfg: RunConfig, registry: Registry | None) -> TrainResu
     metrics: dict[str, float] = {}
     samples_seen, t_window = 0, time.perf_counter()
     for epoch in range(start_epoch, cfg.trainer.epochs):
-        if step >= total_steps:
+        if step >= end_step:
             break
-        sampler.set_epoch(epoch)
+        skip = step - epoch * steps_per_epoch  # batches of this epoch done before a resume
+        sampler.set_epoch(epoch, skip=skip * batch)
         dataset.set_epoch(epoch)
-        skip = step - epoch * steps_per_epoch
-        for i, views in enumerate(loader):
-            if i < skip:
-                continue
-            if step >= total_steps:
+        for views in loader:
+            if step >= end_step:
                 break
+            views = fabric.to_device(views)
             factor = schedule.apply(optimizer, step)
             with fabric.autocast():
                 out = method.training_step(views)
@@ -223,17 +224,17 @@ def _run(fabric: Fabric, cfg: RunConfig, registry: Registry | None) -> TrainResu
             every = cfg.run.checkpoint_every
             if every and step % every == 0:
                 _save_checkpoint(fabric, run, cfg, state, step)
-        if not cfg.run.checkpoint_every or step == total_steps:
+        if not cfg.run.checkpoint_every or step == end_step:
             _save_checkpoint(fabric, run, cfg, state, step)
         n_eval = cfg.evaluation.every_n_epochs
-        if n_eval and (epoch + 1) % n_eval == 0 and step < total_steps:
+        if n_eval and (epoch + 1) % n_eval == 0 and step < end_step:
             acc = _evaluate(fabric, cfg, method, sources, pipeline)
             if acc is not None and logger is not None:
                 logger.log_metrics({"knn_top1": acc, "epoch": epoch}, step=step)
     bar.close()
 
     final: dict[str, float] = {"loss": metrics.get("loss", math.nan)}
-    if cfg.evaluation.at_end:
+    if cfg.evaluation.at_end and step >= total_steps:
         acc = _evaluate(fabric, cfg, method, sources, pipeline)
         if acc is not None:
             final["knn_top1"] = acc

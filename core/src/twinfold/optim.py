@@ -1,6 +1,10 @@
-"""Optimizers and parameter groups: SGD, AdamW and LARS, with biases and norm parameters
-optionally excluded from weight decay and LARS adaptation, a separate bias/norm learning
-rate, and sub-modules whose learning rate stays fixed (SimSiam's predictor)."""
+"""Optimizers and parameter groups: SGD, AdamW and LARS.
+
+Biases and normalisation parameters can be excluded from weight decay and from the LARS
+trust ratio and given their own learning rate (Barlow Twins: 0.2 for weights, 0.0048 for
+biases and norms); sub-modules named in ``fixed_lr`` keep their peak learning rate through
+the schedule (SimSiam's predictor, Chen & He 2021, Sec. 4.4).
+"""
 
 from __future__ import annotations
 
@@ -12,40 +16,69 @@ from torch import Tensor, nn
 
 from twinfold.config.models import OptimizerConfig, ScheduleConfig
 
+__all__ = ["LARS", "build_optimizer", "lr_scale", "param_groups"]
+
 
 def lr_scale(cfg: ScheduleConfig, global_batch_size: int) -> float:
-    """``global_batch / reference`` for linear scaling (Goyal et al. 2017), else 1."""
-    return global_batch_size / cfg.reference_batch_size if cfg.lr_scaling == "linear" else 1.0
+    """Learning-rate multiplier: ``global_batch_size / reference_batch_size`` for
+    ``lr_scaling='linear'`` (Goyal et al. 2017, Eq. "linear scaling rule"), else 1."""
+    if global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+    if cfg.lr_scaling == "linear":
+        return global_batch_size / cfg.reference_batch_size
+    return 1.0
+
+
+def _is_bias_or_norm(p: Tensor) -> bool:
+    """Biases and BatchNorm/LayerNorm/GroupNorm affine parameters are the 1-D tensors (a
+    learnable scalar, 0-D, counts too)."""
+    return p.ndim <= 1
 
 
 def param_groups(module: nn.Module, cfg: OptimizerConfig, scale: float) -> list[dict[str, Any]]:
-    """Groups by (fixed-lr sub-module or not) x (bias/norm or not); each carries its peak
-    ``lr`` and ``base_lr``, ``weight_decay``, ``lars_exclude`` and ``fixed_lr``."""
-    top = {name for name, _ in module.named_children()}
-    for entry in cfg.fixed_lr:
-        if entry not in top:
-            raise ValueError(
-                f"optimizer.fixed_lr entry '{entry}' names no sub-module; available: "
-                f"{', '.join(sorted(top))}"
-            )
+    """Split the trainable parameters of ``module`` by (in a ``fixed_lr`` sub-module or not)
+    x (bias/norm or not); empty groups are dropped.
+
+    Each group holds ``params``, ``lr`` and ``base_lr`` (both the peak rate: ``cfg.lr x
+    scale``, or ``cfg.bias_and_norm_lr x scale`` for biases and norms when set),
+    ``weight_decay`` and ``lars_exclude`` (0 and True for biases and norms when
+    ``cfg.exclude_bias_and_norm``), ``fixed_lr`` and a readable ``name``:
+    ``scheduled/weights``, ``scheduled/bias_norm``, and for fixed groups the sub-module
+    names, e.g. ``predictor/weights``. Scheduled weights come first.
+
+    A ``fixed_lr`` entry is matched against the first component of the parameter names
+    (``predictor`` matches ``predictor.layers.0.weight``); one matching no parameter raises
+    ``ValueError``.
+    """
+    named = list(module.named_parameters())
+    tops = sorted({name.split(".", 1)[0] for name, _ in named})
+    unknown = [entry for entry in cfg.fixed_lr if entry not in tops]
+    if unknown:
+        raise ValueError(
+            f"optimizer.fixed_lr entry {unknown[0]!r} matches no parameter of the online "
+            f"module; its top-level sub-modules with parameters are: {', '.join(tops)}"
+        )
+    fixed_names = set(cfg.fixed_lr)
     buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, p in module.named_parameters():
+    for name, p in named:
         if not p.requires_grad:
             continue
-        fixed = name.split(".", 1)[0] in cfg.fixed_lr
-        bias_norm = p.ndim <= 1
-        buckets.setdefault((fixed, bias_norm), []).append(p)
-    groups = []
-    for (fixed, bias_norm), params in sorted(buckets.items()):
+        key = (name.split(".", 1)[0] in fixed_names, _is_bias_or_norm(p))
+        buckets.setdefault(key, []).append(p)
+
+    fixed_label = "+".join(dict.fromkeys(cfg.fixed_lr))  # config order, no duplicates
+    groups: list[dict[str, Any]] = []
+    for fixed, bias_norm in sorted(buckets):  # (False, False) first: the logged group
         excluded = bias_norm and cfg.exclude_bias_and_norm
-        base = cfg.bias_and_norm_lr if bias_norm and cfg.bias_and_norm_lr else cfg.lr
+        base = cfg.bias_and_norm_lr if bias_norm and cfg.bias_and_norm_lr is not None else cfg.lr
+        peak = base * scale
         groups.append(
             {
-                "params": params,
-                "name": ("fixed/" if fixed else "scheduled/")
-                + ("bias_norm" if bias_norm else "weights"),
-                "lr": base * scale,
-                "base_lr": base * scale,
+                "params": buckets[(fixed, bias_norm)],
+                "name": f"{fixed_label if fixed else 'scheduled'}/"
+                f"{'bias_norm' if bias_norm else 'weights'}",
+                "lr": peak,
+                "base_lr": peak,
                 "weight_decay": 0.0 if excluded else cfg.weight_decay,
                 "lars_exclude": excluded,
                 "fixed_lr": fixed,
@@ -55,29 +88,60 @@ def param_groups(module: nn.Module, cfg: OptimizerConfig, scale: float) -> list[
 
 
 class LARS(torch.optim.Optimizer):
-    """Layer-wise adaptive rate scaling (You et al. 2017) as used by BYOL and Barlow
-    Twins: g <- g + wd p; g <- eta ||p|| / ||g|| g (if both norms > 0; skipped for
-    ``lars_exclude`` groups); m <- mu m + g; p <- p - lr m."""
+    """Layer-wise Adaptive Rate Scaling (You, Gitman & Ginsburg 2017, arXiv:1708.03888,
+    Alg. 1) as used by BYOL (Grill et al. 2020) and Barlow Twins (Zbontar et al. 2021).
+
+    Per parameter ``p`` with gradient ``g``, per step:
+
+    - ``d = g + wd * p``
+    - unless the group has ``lars_exclude``: ``d = d * eta * ||p|| / ||d||`` when both
+      norms are > 0 (else the ratio is 1), ``eta`` being ``trust_coefficient``
+    - ``m = momentum * m + d`` (``m`` starts at 0), ``p = p - lr * m``
+
+    ``foreach=None`` uses multi-tensor ``torch._foreach_*`` kernels when all parameters are
+    on an accelerator; ``True``/``False`` force either path (same result).
+    """
 
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 0.1,
+        lr: float,
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         trust_coefficient: float = 1e-3,
+        *,
+        foreach: bool | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            trust_coefficient=trust_coefficient,
-            lars_exclude=False,
-        )
+        if lr < 0:
+            raise ValueError(f"LARS lr must be >= 0, got {lr}")
+        if weight_decay < 0:
+            raise ValueError(f"LARS weight_decay must be >= 0, got {weight_decay}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"LARS momentum must be in [0, 1), got {momentum}")
+        if trust_coefficient <= 0:
+            raise ValueError(f"LARS trust_coefficient must be > 0, got {trust_coefficient}")
+        defaults = {
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "trust_coefficient": trust_coefficient,
+            "lars_exclude": False,
+            "foreach": foreach,
+        }
         super().__init__(params, defaults)
+
+    def _buffers(self, params: list[Tensor]) -> list[Tensor]:
+        bufs = []
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            bufs.append(state["momentum_buffer"])
+        return bufs
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
+        """One LARS update of every parameter that has a gradient."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -86,40 +150,70 @@ class LARS(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            grads: list[Tensor] = [p.grad for p in params]
-            if group["weight_decay"]:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            if not group["lars_exclude"]:
-                p_norm = torch._foreach_norm(params)
-                g_norm = torch._foreach_norm(grads)
-                ratios = [
-                    torch.where(
-                        (pn > 0) & (gn > 0),
-                        group["trust_coefficient"] * pn / gn,
-                        torch.ones_like(pn),
-                    )
-                    for pn, gn in zip(p_norm, g_norm, strict=True)
-                ]
-                grads = torch._foreach_mul(grads, ratios)
-            bufs = []
-            for p, _g in zip(params, grads, strict=True):
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                bufs.append(state["momentum_buffer"])
-            torch._foreach_mul_(bufs, group["momentum"])
-            torch._foreach_add_(bufs, grads)
-            torch._foreach_add_(params, bufs, alpha=-group["lr"])
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError("LARS does not support sparse gradients")
+            foreach = group.get("foreach")  # absent in groups loaded from older checkpoints
+            if foreach is None:
+                foreach = all(p.device.type != "cpu" for p in params)
+            if foreach:
+                by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+                for p in params:
+                    by_kind.setdefault((p.device, p.dtype), []).append(p)
+                for same in by_kind.values():
+                    self._step_foreach(group, same)
+            else:
+                self._step_single(group, params)
         return loss
+
+    def _step_single(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        wd, eta = group["weight_decay"], group["trust_coefficient"]
+        for p, m in zip(params, self._buffers(params)):
+            d = p.grad.add(p, alpha=wd) if wd != 0 else p.grad.clone()
+            if not group["lars_exclude"]:
+                p_norm, d_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d)
+                ratio = torch.where(
+                    (p_norm > 0) & (d_norm > 0), eta * p_norm / d_norm, torch.ones_like(p_norm)
+                )
+                d.mul_(ratio)
+            m.mul_(group["momentum"]).add_(d)
+            p.add_(m, alpha=-group["lr"])
+
+    def _step_foreach(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        wd, eta = group["weight_decay"], group["trust_coefficient"]
+        grads = [p.grad for p in params]
+        d = torch._foreach_add(grads, params, alpha=wd) if wd != 0 else [g.clone() for g in grads]
+        if not group["lars_exclude"]:
+            p_norms = torch._foreach_norm(params)
+            d_norms = torch._foreach_norm(d)
+            ratios = [
+                torch.where((pn > 0) & (dn > 0), eta * pn / dn, torch.ones_like(pn))
+                for pn, dn in zip(p_norms, d_norms)
+            ]
+            torch._foreach_mul_(d, ratios)
+        bufs = self._buffers(params)
+        torch._foreach_mul_(bufs, group["momentum"])
+        torch._foreach_add_(bufs, d)
+        torch._foreach_add_(params, bufs, alpha=-group["lr"])
 
 
 def build_optimizer(module: nn.Module, cfg: OptimizerConfig, scale: float) -> torch.optim.Optimizer:
-    """The optimizer of ``cfg`` over :func:`param_groups` of ``module``."""
+    """The optimizer named by ``cfg`` over :func:`param_groups` of ``module``: SGD with
+    momentum, AdamW (Loshchilov & Hutter 2019) with ``cfg.betas``, or :class:`LARS`.
+    Multi-tensor kernels are left to torch's default (used on accelerators)."""
     groups = param_groups(module, cfg, scale)
+    peak = cfg.lr * scale
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr * scale, momentum=cfg.momentum, foreach=True)
+        return torch.optim.SGD(
+            groups, lr=peak, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr * scale, betas=cfg.betas, foreach=True)
-    return LARS(
-        groups, lr=cfg.lr * scale, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient
-    )
+        return torch.optim.AdamW(groups, lr=peak, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "lars":
+        return LARS(
+            groups,
+            lr=peak,
+            weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum,
+            trust_coefficient=cfg.trust_coefficient,
+        )
+    raise ValueError(f"unknown optimizer {cfg.name!r}; choose sgd, adamw or lars")

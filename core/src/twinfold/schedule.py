@@ -1,5 +1,7 @@
-"""Learning-rate schedule: linear warm-up, then cosine decay (Loshchilov & Hutter 2017)
-to ``final_lr_ratio`` x the peak. Groups with ``fixed_lr`` keep their peak rate."""
+"""Learning-rate schedule: linear warm-up (Goyal et al. 2017), then cosine decay without
+restarts (Loshchilov & Hutter 2017, Eq. 5) from the peak to ``final_lr_ratio`` x peak, as
+in BYOL (Grill et al. 2020) and Barlow Twins (Zbontar et al. 2021). Groups with
+``fixed_lr`` keep their peak rate throughout (SimSiam, Chen & He 2021, Sec. 4.4)."""
 
 from __future__ import annotations
 
@@ -10,34 +12,74 @@ import torch
 
 from twinfold.config.models import ScheduleConfig
 
+__all__ = ["LRSchedule"]
+
 
 @dataclass(frozen=True)
 class LRSchedule:
+    """Multiplier of each group's peak ``base_lr`` at 0-based optimizer step ``step``.
+
+    - warm-up, ``step < warmup_steps``: ``(step + 1) / warmup_steps``, so the first step
+      is not wasted at 0 and step ``warmup_steps - 1`` reaches the peak;
+    - then ``final + (1 - final) * (1 + cos(pi * t)) / 2`` with
+      ``t = (step - warmup_steps) / (total_steps - warmup_steps)`` clipped to [0, 1]
+      (``t = 1`` when no steps remain after warm-up).
+
+    The cosine follows the reference code of BYOL and Barlow Twins: it reaches exactly
+    ``final_lr_ratio`` at ``step == total_steps``, one past the last optimizer step, whose
+    factor is ``final + (1 - final) * sin^2(pi / (2 (total - warmup)))``; so with
+    ``final_lr_ratio = 0`` no step runs at a zero learning rate.
+    """
+
     total_steps: int
     warmup_steps: int
     final_lr_ratio: float
 
+    def __post_init__(self) -> None:
+        if self.total_steps < 0:
+            raise ValueError(f"total_steps must be >= 0, got {self.total_steps}")
+        if not 0 <= self.warmup_steps <= self.total_steps:
+            raise ValueError(
+                f"warmup_steps must be in [0, total_steps={self.total_steps}], "
+                f"got {self.warmup_steps}"
+            )
+        if not 0 <= self.final_lr_ratio <= 1:
+            raise ValueError(f"final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
+
     def factor(self, step: int) -> float:
-        """Multiplier of the peak lr at 0-based ``step``: (step+1)/warmup during warm-up,
-        then final + (1 - final)(1 + cos(pi t))/2 with t from 0 to 1 over the rest."""
+        """The multiplier of the peak learning rate at 0-based ``step``."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         span = self.total_steps - self.warmup_steps
-        t = 1.0 if span <= 1 else min(max((step - self.warmup_steps) / (span - 1), 0.0), 1.0)
-        return self.final_lr_ratio + (1 - self.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        t = 1.0 if span <= 0 else min(max((step - self.warmup_steps) / span, 0.0), 1.0)
+        final = self.final_lr_ratio
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        """Set ``lr = base_lr x factor(step)`` in every group whose ``fixed_lr`` is false and
+        ``lr = base_lr`` in the others; returns the factor. A group without ``base_lr``
+        (not made by :func:`twinfold.optim.param_groups`) gets its current ``lr`` as one."""
         factor = self.factor(step)
         for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] if group.get("fixed_lr") else group["base_lr"] * factor
+            base = group.setdefault("base_lr", group["lr"])
+            group["lr"] = base if group.get("fixed_lr", False) else base * factor
         return factor
 
     @classmethod
     def from_config(
         cls, cfg: ScheduleConfig, steps_per_epoch: int, epochs: int, max_steps: int | None
     ) -> LRSchedule:
+        """``total_steps = min(epochs x steps_per_epoch, max_steps)``;
+        ``warmup_steps = round(warmup_epochs x steps_per_epoch)`` (Python's round, ties to
+        even) capped at ``total_steps``."""
+        if steps_per_epoch < 1 or epochs < 1:
+            raise ValueError(
+                f"steps_per_epoch and epochs must be >= 1, got {steps_per_epoch} and {epochs}"
+            )
         total = epochs * steps_per_epoch
         if max_steps is not None:
             total = min(total, max_steps)
         warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
-        return cls(total, warmup, cfg.final_lr_ratio)
+        return cls(total_steps=total, warmup_steps=warmup, final_lr_ratio=cfg.final_lr_ratio)

@@ -28,7 +28,7 @@ class GlobalBatchNorm(_BatchNorm):
             return super().forward(x)
         dims = [0, *list(range(2, x.dim()))]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        xf = x.float()
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # stats in >= fp32
         n = global_count(xf.numel() // xf.shape[1], xf.device)
         mean = sum_over_ranks(xf.sum(dims)) / n
         centred = xf - mean.view(shape)

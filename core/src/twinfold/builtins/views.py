@@ -4,6 +4,7 @@ BYOL's (Grill et al. 2020, Table 6) are one config."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -47,9 +48,12 @@ class SimCLRViewsConfig(AugmentationConfig):
 
 
 def blur_kernel_size(image_size: int, fraction: float) -> int:
-    """Odd kernel side nearest to ``fraction * image_size``, at least 3 (BYOL: 23 at 224)."""
-    k = max(3, round(fraction * image_size))
-    return k if k % 2 else k + 1
+    """Odd kernel side nearest to ``fraction * image_size`` (ties go up), at least 3.
+
+    BYOL (Grill et al. 2020, Table 6) blurs with a kernel of 10% of the side: 23 at 224.
+    """
+    half = math.floor((fraction * image_size - 1) / 2 + 0.5)
+    return max(3, 2 * half + 1)
 
 
 def _maybe(p: float, transform: v2.Transform) -> list[v2.Transform]:
@@ -60,7 +64,9 @@ def _maybe(p: float, transform: v2.Transform) -> list[v2.Transform]:
 
 
 def view_transform(view: ViewConfig, size: int) -> v2.Compose:
-    """One view's augmentation, on uint8 tensors until the final conversion."""
+    """One view's augmentation on uint8 tensors (SimCLR, Chen et al. 2020; BYOL Table 6):
+    random resized crop, flip, colour jitter (its four ops in random order), grayscale,
+    Gaussian blur, solarize. Ops with probability 0 are left out."""
     ops: list[v2.Transform] = [
         v2.RandomResizedCrop(size, scale=view.crop_scale, ratio=view.crop_ratio, antialias=True)
     ]
@@ -78,8 +84,11 @@ def view_transform(view: ViewConfig, size: int) -> v2.Compose:
 
 
 def _rgb(image: Tensor) -> Tensor:
+    """Check a decoded image and expand gray ``[1, H, W]`` to three channels."""
     if image.dtype != torch.uint8:
         raise TypeError(f"views expect uint8 images, got {image.dtype}")
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"views expect [C, H, W] images with C = 1 or 3, got {tuple(image.shape)}")
     return image.expand(3, -1, -1) if image.shape[0] == 1 else image
 
 
@@ -92,6 +101,8 @@ class SimCLRViews(ViewPipeline):
             raise ValueError(
                 "views.image_size must be set (the training loop fills it from data.image_size)"
             )
+        if not cfg.views:
+            raise ValueError("views.views must list at least one view")
         self.cfg = cfg
         self.size = cfg.image_size
         self.num_views = len(cfg.views)

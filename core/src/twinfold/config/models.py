@@ -177,7 +177,11 @@ class TrainerConfig(StrictModel):
     precision: str = "32-true"
     sync_batchnorm: bool = Field(True, description="convert BatchNorm to SyncBatchNorm")
     epochs: int = Field(100, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
+    max_steps: int | None = Field(None, ge=1, description="train for at most this many steps")
+    stop_after: int | None = Field(
+        None, ge=1, description="end this invocation after this global step, keeping the "
+        "schedule of the whole run (for job time limits); continue with run.resume=true",
+    )
     log_every: int = Field(10, ge=1, description="steps between metric rows")
     progress_bar: bool = True
     matmul_precision: Literal["highest", "high", "medium"] = "highest"

@@ -8,24 +8,30 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from twinfold.components import ViewPipeline
-from twinfold.data.sources import ImageSource
+from twinfold.data.base import ImageSource
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A well-mixed 63-bit seed for one sample of one epoch (numpy SeedSequence)."""
-    state = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(2)
-    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+    """A well-mixed 64-bit seed for one sample of one epoch: numpy's SeedSequence with
+    the run seed as entropy and ``(epoch, index)`` as spawn key."""
+    sequence = np.random.SeedSequence(seed % (1 << 64), spawn_key=(epoch, index))
+    return int(sequence.generate_state(1, dtype=np.uint64)[0])
 
 
 class MultiViewDataset(Dataset[list[Tensor]]):
-    """Item ``i`` is the list of augmented views of image ``i``. The views depend only on
-    (seed, epoch, i): the same whatever the number of processes, ranks or workers."""
+    """Item ``i`` is the list of augmented views of image ``i``.
+
+    The pipeline draws from torch's global generator, which is seeded from
+    (seed, epoch, i) inside a fork of its state: views depend only on those three, not
+    on the order of access, the number of processes or data-loader workers, and the
+    caller's generator state is left as it was."""
 
     def __init__(self, source: ImageSource, pipeline: ViewPipeline, seed: int) -> None:
         self.source, self.pipeline, self.seed = source, pipeline, seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose views ``__getitem__`` returns."""
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -39,7 +45,8 @@ class MultiViewDataset(Dataset[list[Tensor]]):
 
 
 class PlainDataset(Dataset[tuple[Tensor, int]]):
-    """``(un-augmented normalised image, label)``; label -1 when unlabelled."""
+    """``(pipeline.plain(image), label)``: un-augmented, normalised; label -1 when the
+    source is unlabelled."""
 
     def __init__(self, source: ImageSource, pipeline: ViewPipeline) -> None:
         self.source, self.pipeline = source, pipeline

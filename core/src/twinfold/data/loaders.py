@@ -1,26 +1,74 @@
-"""Data loaders. Training always uses a DistributedSampler (also for one process) so
-that the union of step k's batches over N ranks equals step k's batch of one process
-with N times the batch size."""
+"""Data loaders. Training always uses a DistributedSampler, also for one process: the
+union over N ranks of their k-th batches of size b is the k-th batch of size N*b of a
+single process (same samples and, with :class:`MultiViewDataset`, the same views)."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+LOADER_SEED_OFFSET = 0x5EED
+"""Offset between the run seed and the seed of a loader's private generator."""
+
+
+class ResumableSampler(DistributedSampler):
+    """A :class:`DistributedSampler` that can start an epoch part-way, for resuming:
+    ``set_epoch(epoch, skip=n)`` drops the first ``n`` indices of this rank's share (n =
+    batches already done x per-rank batch), leaving the rest of the order unchanged."""
+
+    skip: int = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        if not 0 <= skip <= self.num_samples:
+            raise ValueError(f"skip must be in [0, {self.num_samples}], got {skip}")
+        super().set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.skip, None)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
 
 def collate_views(samples: list[list[Tensor]]) -> list[Tensor]:
-    """``[[v0, v1], [v0, v1], ...]`` -> ``[V0 batch, V1 batch]``."""
-    import torch
+    """``[[a0, a1], [b0, b1], ...]`` -> ``[stack(a0, b0, ...), stack(a1, b1, ...)]``."""
+    return [torch.stack(views) for views in zip(*samples, strict=True)]
 
-    return [torch.stack([s[v] for s in samples]) for v in range(len(samples[0]))]
+
+def collate_labelled(samples: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+    """``[(image, label), ...]`` -> ``(images [B, ...], labels [B] int64)``."""
+    images, labels = zip(*samples, strict=True)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
 def build_train_loader(
-    dataset: Dataset, batch_size: int, *, world_size: int, rank: int, seed: int, num_workers: int
-) -> tuple[DataLoader, DistributedSampler]:
-    sampler = DistributedSampler(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    world_size: int,
+    rank: int,
+    seed: int,
+    num_workers: int,
+    generator_free: bool = True,
+) -> tuple[DataLoader, ResumableSampler]:
+    """Shuffled, drop-last batches of this rank's share. Before each epoch call
+    ``sampler.set_epoch(epoch, skip=...)`` (``skip`` resumes part-way) and
+    ``dataset.set_epoch(epoch)``; workers are re-created every epoch, so they see it.
+
+    With ``generator_free`` the loader draws its workers' base seed from a private
+    generator, so iterating it leaves torch's global generator untouched (the training
+    stream is the same whether or not, and how often, the loader is iterated)."""
+    sampler = ResumableSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
     )
+    generator = None
+    if generator_free:
+        generator = torch.Generator().manual_seed((seed + LOADER_SEED_OFFSET) % (1 << 63))
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -29,9 +77,19 @@ def build_train_loader(
         drop_last=True,
         collate_fn=collate_views,
         persistent_workers=False,
+        pin_memory=False,
+        generator=generator,
     )
     return loader, sampler
 
 
 def build_eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    """In-order batches of ``(images, labels)``, the last one possibly smaller."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        drop_last=False,
+        num_workers=num_workers,
+        collate_fn=collate_labelled,
+    )

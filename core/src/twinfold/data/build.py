@@ -1,0 +1,86 @@
+"""From a :class:`DataConfig` to the training source and the kNN evaluation sources."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+from twinfold.config.models import DataConfig
+from twinfold.data.base import ImageSource, split_source
+from twinfold.data.digits import digits_splits
+from twinfold.data.folder import FolderSource
+from twinfold.data.torchvision_sets import TorchvisionSource
+from twinfold.errors import ConfigError
+
+
+@dataclass
+class DataSources:
+    """Training images; the labelled kNN memory bank and held-out queries, or None when
+    there are no labels."""
+
+    train: ImageSource
+    eval_train: ImageSource | None
+    eval_test: ImageSource | None
+
+
+def _labelled_pair(
+    bank: ImageSource, held: ImageSource, what: str
+) -> tuple[ImageSource | None, ImageSource | None]:
+    if len(bank) and len(held):
+        return bank, held
+    warnings.warn(f"no kNN evaluation: {what} is too small to split", stacklevel=3)
+    return None, None
+
+
+def _folder_sources(cfg: DataConfig) -> DataSources:
+    assert cfg.root is not None  # DataConfig requires it for 'folder'
+    root = FolderSource(cfg.root, skip_bad=cfg.skip_bad_images)
+    if cfg.eval_root is None:
+        if not root.labelled:
+            return DataSources(root, None, None)
+        train, held = split_source(root, cfg.holdout_fraction)
+        return DataSources(train, *_labelled_pair(train, held, f"data.root '{cfg.root}'"))
+    evals = FolderSource(cfg.eval_root, skip_bad=cfg.skip_bad_images, field="data.eval_root")
+    if not evals.labelled:
+        raise ConfigError(
+            [("data.eval_root", f"'{cfg.eval_root}' needs one sub-folder of images per class")]
+        )
+    if root.labelled:  # bank: all training images; queries: the evaluation folder
+        if root.classes != evals.classes:
+            raise ConfigError(
+                [
+                    (
+                        "data.eval_root",
+                        f"its classes {evals.classes} differ from those of data.root "
+                        f"{root.classes}",
+                    )
+                ]
+            )
+        return DataSources(root, root, evals)
+    bank, held = split_source(evals, cfg.holdout_fraction)
+    return DataSources(root, *_labelled_pair(bank, held, f"data.eval_root '{cfg.eval_root}'"))
+
+
+def build_sources(cfg: DataConfig) -> DataSources:
+    """The sources ``cfg`` describes. Paths are checked here, before any training.
+
+    * digits: fixed stratified split; the train part is also the kNN bank.
+    * folder: a labelled root is split like the digits; with ``eval_root`` that folder
+      holds the kNN queries (and, when the root is unlabelled, the bank as well).
+    * cifar10 / cifar100: train split for training and bank, test split for queries;
+      stl10: the unlabelled split for training, train / test for evaluation.
+    """
+    if cfg.dataset == "digits":
+        train, held = digits_splits(cfg.image_size, cfg.holdout_fraction)
+        return DataSources(train, train, held)
+    if cfg.dataset == "folder":
+        return _folder_sources(cfg)
+    root = cfg.root if cfg.root is not None else "data"
+    if cfg.dataset == "stl10":
+        return DataSources(
+            TorchvisionSource("stl10", root, "unlabeled", cfg.download),
+            TorchvisionSource("stl10", root, "train", cfg.download),
+            TorchvisionSource("stl10", root, "test", cfg.download),
+        )
+    train = TorchvisionSource(cfg.dataset, root, "train", cfg.download)
+    return DataSources(train, train, TorchvisionSource(cfg.dataset, root, "test", cfg.download))

@@ -1,0 +1,174 @@
+"""Image folders: flat (unlabelled) or one sub-folder per class, decoded from disk."""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import to_dtype
+
+from twinfold.data.base import ImageDecodeError, ImageSource
+from twinfold.errors import ConfigError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+_SKIP_HINT = "set data.skip_bad_images=true to skip unreadable files"
+
+
+def _torchvision_decodes(data: bytes) -> bool:
+    """JPEG, PNG, GIF and WebP (by their magic bytes) go to torchvision's decoders."""
+    return data.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")) or (
+        data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    )
+
+
+def _decode_torchvision(data: bytes) -> Tensor:
+    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs for TorchCodec
+        warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
+        return decode_image(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+
+
+def _decode_pillow(data: bytes) -> Tensor:
+    """BMP and TIFF, which torchvision.io does not decode, through Pillow (fully loaded)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(data)) as img:
+        rgb = np.array(ImageOps.exif_transpose(img).convert("RGB"))
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+
+
+def decode_file(path: Path) -> Tensor:
+    """Decode an image file to uint8 ``[3, H, W]`` (first frame of an animation).
+
+    Raises :class:`ImageDecodeError` naming the file when it is empty, unreadable,
+    truncated or not an image."""
+    try:
+        data = path.read_bytes()
+        if not data:
+            raise ValueError("the file is empty")
+        if _torchvision_decodes(data):
+            image = _decode_torchvision(data)
+        else:
+            image = _decode_pillow(data)
+    except Exception as exc:
+        reason = re.sub(r"^.*?\.cpp:\d+,\s*", "", str(exc)).strip() or type(exc).__name__
+        if "cannot identify image file" in reason:  # Pillow's words for an unknown format
+            reason = "not an image in a known format"
+        raise ImageDecodeError(
+            f"cannot decode image '{path}': {reason}. Remove or replace the file, or {_SKIP_HINT}."
+        ) from None
+    if image.ndim == 4:
+        image = image[0]
+    return image if image.dtype == torch.uint8 else to_dtype(image, torch.uint8, scale=True)
+
+
+def _visible(path: Path, root: Path) -> bool:
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _images(folder: Path, recursive: bool) -> list[Path]:
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p
+        for p in found
+        if p.suffix.lower() in IMAGE_SUFFIXES and _visible(p, folder) and p.is_file()
+    )
+
+
+class FolderSource(ImageSource):
+    """The images under ``root`` (jpg, jpeg, png, bmp, gif, webp, tif, tiff; any case).
+
+    With sub-folders holding images, each sub-folder (searched recursively) is a class,
+    in sorted order, and loose files in ``root`` are ignored; otherwise the files in
+    ``root`` are unlabelled. A missing or empty folder is a :class:`ConfigError` on
+    ``field``. An unreadable file raises :class:`ImageDecodeError`; with ``skip_bad``
+    the next readable image of the same class (cyclically) replaces it, and the file is
+    recorded in ``bad_files``. The record is per process: data-loader workers keep their
+    own, so call :meth:`scan` in the main process for a complete count."""
+
+    def __init__(self, root: str | Path, *, skip_bad: bool = False, field: str = "data.root"):
+        self.root, self.skip_bad, self.field = Path(root), skip_bad, field
+        self.bad_files: set[Path] = set()
+        if not self.root.exists():
+            self._fail(f"image folder '{self.root}' does not exist; set {field} to a folder")
+        if not self.root.is_dir():
+            self._fail(f"'{self.root}' is not a directory; set {field} to the folder around it")
+        subdirs = sorted(d for d in self.root.iterdir() if d.is_dir() and _visible(d, self.root))
+        groups = [(d.name, files) for d in subdirs if (files := _images(d, recursive=True))]
+        if groups:
+            self.classes = [name for name, _ in groups]
+            self.files = [f for _, files in groups for f in files]
+            self._labels: list[int | None] = [c for c, (_, fs) in enumerate(groups) for _ in fs]
+            if loose := _images(self.root, recursive=False):
+                warnings.warn(
+                    f"{len(loose)} image(s) directly in {self.root} are ignored: the folder "
+                    "has class sub-folders",
+                    stacklevel=2,
+                )
+        else:
+            self.classes = []
+            self.files = _images(self.root, recursive=False)
+            self._labels = [None] * len(self.files)
+        if not self.files:
+            self._fail(
+                f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in '{self.root}' or in "
+                f"sub-folders of it; put images there or set {field} to the folder that "
+                "holds them"
+            )
+        self._members: dict[int | None, list[int]] = {}
+        self._position: list[int] = []  # index of each file within its class
+        for i, y in enumerate(self._labels):
+            self._position.append(len(self._members.setdefault(y, [])))
+            self._members[y].append(i)
+
+    def _fail(self, message: str) -> None:
+        raise ConfigError([(self.field, message)])
+
+    @property
+    def skipped(self) -> int:
+        """How many unreadable files this process has skipped."""
+        return len(self.bad_files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def label(self, index: int) -> int | None:
+        return self._labels[index]
+
+    def labels(self) -> list[int | None]:
+        return list(self._labels)
+
+    def load(self, index: int) -> Tensor:
+        if not self.skip_bad:
+            return decode_file(self.files[index])
+        y = self._labels[index]
+        members, start = self._members[y], self._position[index]
+        for k in range(len(members)):
+            path = self.files[members[(start + k) % len(members)]]
+            if path in self.bad_files:
+                continue
+            try:
+                return decode_file(path)
+            except ImageDecodeError as exc:
+                self.bad_files.add(path)
+                warnings.warn(f"skipping: {exc}", stacklevel=2)
+        group = "" if y is None else f" of class '{self.classes[y]}'"
+        raise ImageDecodeError(f"no readable image{group} in '{self.root}'")
+
+    def scan(self) -> int:
+        """Decode every file once; returns ``skipped`` (without ``skip_bad``, the first
+        unreadable file raises)."""
+        for i in range(len(self)):
+            self.load(i)
+        return self.skipped
+
+    def describe(self) -> str:
+        kind = f"{len(self.classes)} classes" if self.classes else "unlabelled"
+        bad = f", {self.skipped} unreadable skipped" if self.bad_files else ""
+        return f"image folder {self.root} ({len(self)} images, {kind}{bad})"
