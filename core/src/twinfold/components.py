@@ -135,6 +135,18 @@ class Loss(nn.Module, ABC):
             (online[i], target[j]) for i in range(len(online)) for j in range(len(target)) if i != j
         ]
 
+    @staticmethod
+    def symmetric_view_pairs(
+        online: Sequence[Tensor], target: Sequence[Tensor]
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Pairs for a loss symmetric in its two views: with the same tensors on both sides
+        (no separate target branch) the unordered pairs ``i < j``, each computed once;
+        otherwise the ordered pairs of :meth:`view_pairs`."""
+        if all(o is t for o, t in zip(online, target, strict=True)):
+            n = len(online)
+            return [(online[i], online[j]) for i in range(n) for j in range(i + 1, n)]
+        return Loss.view_pairs(online, target)
+
 
 class TargetRule(ABC):
     """What the target branch is and how it follows the online branch.

@@ -76,14 +76,6 @@ class BarlowTwinsLoss(Loss):
         super().__init__()
         self.cfg = cfg or BarlowTwinsLossConfig()
 
-    def _pairs(
-        self, online: Sequence[Tensor], target: Sequence[Tensor]
-    ) -> list[tuple[Tensor, Tensor]]:
-        if all(o is t for o, t in zip(online, target, strict=True)):
-            n = len(online)
-            return [(online[i], online[j]) for i in range(n) for j in range(i + 1, n)]
-        return self.view_pairs(online, target)
-
     def terms(self, online: Sequence[Tensor], target: Sequence[Tensor]) -> dict[str, Tensor]:
         self.check_views(online, target)
         batch = global_count(online[0].shape[0], online[0].device)
@@ -96,7 +88,7 @@ class BarlowTwinsLoss(Loss):
                 normalised[id(z)] = global_batch_norm(z, batch)
             return normalised[id(z)]
 
-        pairs = self._pairs(online, target)
+        pairs = self.symmetric_view_pairs(online, target)
         loss = on_diag = off_diag = online[0].new_zeros(())
         for a, b in pairs:
             c = cross_correlation(norm(a), norm(b), batch)

@@ -99,14 +99,6 @@ class VICRegLoss(Loss):
         super().__init__()
         self.cfg = cfg or VICRegLossConfig()
 
-    def _pairs(
-        self, online: Sequence[Tensor], target: Sequence[Tensor]
-    ) -> list[tuple[Tensor, Tensor]]:
-        if all(o is t for o, t in zip(online, target, strict=True)):
-            n = len(online)
-            return [(online[i], online[j]) for i in range(n) for j in range(i + 1, n)]
-        return self.view_pairs(online, target)
-
     def terms(self, online: Sequence[Tensor], target: Sequence[Tensor]) -> dict[str, Tensor]:
         self.check_views(online, target)
         cfg = self.cfg
@@ -119,7 +111,7 @@ class VICRegLoss(Loss):
             return stats[id(z)]
 
         share = 0.5 if cfg.variance_convention == "code" else 1.0
-        pairs = self._pairs(online, target)
+        pairs = self.symmetric_view_pairs(online, target)
         loss = inv_sum = var_sum = cov_sum = online[0].new_zeros(())
         for a, b in pairs:
             s = invariance(a, b)
