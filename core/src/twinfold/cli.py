@@ -27,17 +27,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    def config_args(q: argparse.ArgumentParser) -> None:
-        q.add_argument("config", nargs="?", help="YAML config file")
-        q.add_argument("--preset", help=f"preset name (default without CONFIG: {DEFAULT_PRESET})")
+    def overrides_arg(q: argparse.ArgumentParser, example: str) -> None:
         q.add_argument(
             "--set",
             action="append",
             default=[],
             metavar="KEY=VALUE",
             dest="overrides",
-            help="override a config value, e.g. trainer.epochs=5",
+            help=f"override a config value, e.g. {example} (repeatable)",
         )
+
+    def config_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("config", nargs="?", help="YAML config file")
+        q.add_argument("--preset", help=f"preset name (default without CONFIG: {DEFAULT_PRESET})")
+        overrides_arg(q, "trainer.epochs=5")
+
+    def eval_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run dir, .ckpt or export")
+        overrides_arg(q, "data.dataset=folder, data.root=DIR")
+        q.add_argument("--json", action="store_true", help="machine-readable output")
 
     t = sub.add_parser("train", help="pretrain, then evaluate (default: the byol-small preset)")
     config_args(t)
@@ -45,6 +53,23 @@ def _parser() -> argparse.ArgumentParser:
     csub = c.add_subparsers(dest="config_command", required=True)
     config_args(csub.add_parser("show", help="print the resolved config with all defaults"))
     csub.add_parser("schema", help="print the JSON schema of the installed components")
+    ev = sub.add_parser("eval", help="evaluate a trained backbone (frozen features)")
+    esub = ev.add_subparsers(dest="eval_command", required=True)
+    for kind, text in (("knn", "weighted kNN top-1"), ("linear", "linear-probe top-1")):
+        q = esub.add_parser(kind, help=f"{text} on the run's labelled held-out split")
+        eval_args(q)
+        if kind == "knn":
+            q.add_argument("--k", type=int, help="neighbours (default: the run's knn_k)")
+            q.add_argument("--temperature", type=float, help="default: the run's")
+        else:
+            q.add_argument("--weight-decay", type=float, default=1e-4, help="L2 penalty")
+            q.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations")
+    ex = sub.add_parser("export", help="write the backbone as safetensors + a JSON sidecar")
+    ex.add_argument("source", metavar="RUN_OR_CHECKPOINT")
+    ex.add_argument("out", metavar="OUT", help="output file (.safetensors added if missing)")
+    rp = sub.add_parser("report", help="summary table and plots of a run directory")
+    rp.add_argument("run", metavar="RUN")
+    rp.add_argument("--no-plots", action="store_true", help="do not (re)draw the plots")
     pl = sub.add_parser("plugins", help="list installed components and plugins")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     return p
@@ -69,6 +94,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg)
     m = result.metrics
     print(f"run directory: {result.run_dir}")
+    if result.stopped_by:
+        from twinfold.stopping import PREEMPTED_EXIT_CODE
+
+        print(
+            f"twinfold: stopped by {result.stopped_by} at step {result.steps}; the checkpoint "
+            f"is in {result.run_dir / 'checkpoints'}. Continue with --set run.resume=true "
+            f"--set run.name={result.run_dir.name}",
+            file=sys.stderr,
+        )
+        return PREEMPTED_EXIT_CODE
     loss = m.get("loss", float("nan"))
     print(f"steps: {result.steps}  time: {result.seconds:.0f} s  final loss: {loss:.4f}")
     if "knn_top1" in m:
@@ -79,6 +114,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if "knn_top1_random_init" in m:
             line += f"  |  same encoder at random init {100 * m['knn_top1_random_init']:.1f}%"
         print(line)
+    if m.get("skipped_images"):
+        print(
+            f"skipped {m['skipped_images']:.0f} unreadable image(s) "
+            f"(data.skip_bad_images); listed in {result.run_dir / 'skipped_images.txt'}"
+        )
     return 0
 
 
@@ -91,6 +131,86 @@ def _cmd_config(args: argparse.Namespace) -> int:
     from twinfold.config import dump_config
 
     print(dump_config(_load(args)), end="")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from twinfold.artifacts import open_trained
+    from twinfold.config import load_config
+    from twinfold.evaluation import knn_top1
+    from twinfold.evaluation.linear import linear_probe
+    from twinfold.evaluation.offline import labelled_features
+
+    trained = open_trained(args.source)
+    cfg = load_config(trained.config, args.overrides) if args.overrides else trained.config
+    feats = labelled_features(cfg, trained.backbone)
+    result: dict[str, object] = {
+        "source": str(trained.source),
+        "step": trained.step,
+        "dataset": cfg.data.dataset,
+        "train_samples": len(feats.train),
+        "test_samples": len(feats.test),
+    }
+    if args.eval_command == "knn":
+        k = args.k if args.k is not None else cfg.evaluation.knn_k
+        temperature = args.temperature or cfg.evaluation.knn_temperature
+        if k < 1 or k > len(feats.train):
+            raise ConfigError(
+                [("--k", f"{k} must be between 1 and the {len(feats.train)} training samples")]
+            )
+        top1 = knn_top1(
+            feats.train, feats.train_labels, feats.test, feats.test_labels,
+            k=k, temperature=temperature,
+        )
+        result.update(metric="knn_top1", k=k, temperature=temperature, top1=top1)
+        label = f"kNN top-1 (k={k}, cosine, T={temperature})"
+    else:
+        try:
+            probe = linear_probe(
+                feats.train, feats.train_labels, feats.test, feats.test_labels,
+                weight_decay=args.weight_decay, max_iter=args.max_iter,
+            )
+        except ValueError as exc:
+            raise ConfigError([("data", str(exc))]) from None
+        result.update(
+            metric="linear_top1", top1=probe.top1, train_top1=probe.train_top1,
+            weight_decay=args.weight_decay, iterations=probe.iterations,
+        )
+        label = f"linear-probe top-1 (L-BFGS, weight decay {args.weight_decay})"
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{label} on {cfg.data.dataset} ({len(feats.train)} train / {len(feats.test)} "
+            f"held-out): {100 * float(result['top1']):.2f}%"  # type: ignore[arg-type]
+        )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from twinfold.artifacts import open_trained
+    from twinfold.export import sidecar_path, write_backbone
+
+    trained = open_trained(args.source)
+    out = write_backbone(
+        trained.backbone, trained.config, args.out,
+        {"step": trained.step, "source": str(trained.source)},
+    )
+    print(f"wrote {out} and {sidecar_path(out)}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from twinfold.reporting import summary_text, write_plots
+
+    run = Path(args.run)
+    if not (run / "config.yaml").is_file():
+        raise ConfigError([("RUN", f"{run} is not a twinfold run directory (no config.yaml)")])
+    if not args.no_plots:  # (re)draw the curves; the embedding plot is drawn by training
+        write_plots(run)
+    print(summary_text(run))
     return 0
 
 
@@ -141,12 +261,14 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         )
         return 1 if conflicts else 0
     if rows:
-        widths = [max(len(r[k]) for r in rows) for k in ("kind", "name", "distribution")]
-        for r in rows:
-            print(
-                f"{r['kind']:<{widths[0]}}  {r['name']:<{widths[1]}}  "
-                f"{r['distribution'] + ' ' + r['version']:<{widths[2] + 8}}  {r['summary']}"
-            )
+        table = [
+            (r["kind"], r["name"], r["plugin"], f"{r['distribution']} {r['version']}", r["summary"])
+            for r in rows
+        ]
+        header = ("KIND", "NAME", "PLUGIN", "DISTRIBUTION", "SUMMARY")
+        widths = [max(len(row[i]) for row in [header, *table]) for i in range(4)]
+        for row in [header, *table]:
+            print("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + f"  {row[4]}")
     for b in broken:
         print(f"BROKEN  {b['entry_point']} ({b['distribution']}): {b['error']}")
     for s in skipped:
@@ -168,7 +290,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.block:
         old = os.environ.get("TWINFOLD_BLOCK_PLUGINS", "")
         os.environ["TWINFOLD_BLOCK_PLUGINS"] = ",".join([b for b in [old, *args.block] if b])
-    handlers = {"train": _cmd_train, "config": _cmd_config, "plugins": _cmd_plugins}
+    handlers = {
+        "train": _cmd_train,
+        "config": _cmd_config,
+        "eval": _cmd_eval,
+        "export": _cmd_export,
+        "report": _cmd_report,
+        "plugins": _cmd_plugins,
+    }
     try:
         return handlers[args.command](args)
     except (ConfigError, UnknownComponentError) as exc:
@@ -180,6 +309,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("twinfold: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a failed ddp_spawn worker: report its twinfold error
+        from twinfold.stopping import worker_failure
+
+        message = worker_failure(exc)
+        if message is None:
+            raise
+        print(f"twinfold: error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -18,34 +17,37 @@ from typing import Any
 
 import torch
 from lightning_fabric import Fabric
-from lightning_fabric.loggers import CSVLogger
 from lightning_fabric.strategies import DDPStrategy
 from tqdm.auto import tqdm
 
+from twinfold.checkpoints import Checkpointer, Checkpoints, check_resume
 from twinfold.config import RunConfig
 from twinfold.data import (
     MultiViewDataset,
-    PlainDataset,
-    build_eval_loader,
     build_sources,
     build_train_loader,
 )
-from twinfold.errors import CheckpointError, ConfigError, NonFiniteLossError
-from twinfold.evaluation import extract_features, knn_top1
+from twinfold.data.build import log_skipped_files
+from twinfold.data.folder import count_skipped
+from twinfold.errors import ConfigError, NonFiniteLossError
+from twinfold.evaluation import knn_top1
+from twinfold.evaluation.health import CollapseWatch, health_metrics
+from twinfold.evaluation.offline import LabelledFeatures, labelled_features
+from twinfold.export import write_backbone
 from twinfold.method import SiameseMethod, build_method
+from twinfold.metric_sinks import MetricSinks, default_loggers
 from twinfold.optim import build_optimizer, lr_scale
 from twinfold.registry import Registry, default_registry
+from twinfold.reporting import write_plots
 from twinfold.rundir import (
-    RunDir,
     default_run_name,
-    export_backbone,
+    resolve_resume,
     resolve_run_dir,
     write_config,
 )
 from twinfold.schedule import LRSchedule
+from twinfold.stopping import ForwardSignals, StopSignals, agree
 from twinfold.sync_batchnorm import convert_sync_batchnorm
-
-DDP_TIMEOUT = timedelta(minutes=30)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     seconds: float = 0.0
+    stopped_by: str | None = None  # the signal (e.g. 'SIGTERM') that stopped the run early
 
 
 def make_fabric(cfg: RunConfig) -> Fabric:
@@ -63,7 +66,8 @@ def make_fabric(cfg: RunConfig) -> Fabric:
     strategy: Any = t.strategy
     if strategy in {"ddp", "ddp_spawn"}:
         start = "spawn" if strategy == "ddp_spawn" else "popen"
-        strategy = DDPStrategy(start_method=start, timeout=DDP_TIMEOUT)
+        timeout = timedelta(seconds=t.collective_timeout_s)
+        strategy = DDPStrategy(start_method=start, timeout=timeout)
     return Fabric(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -75,10 +79,24 @@ def make_fabric(cfg: RunConfig) -> Fabric:
 
 def train(cfg: RunConfig, *, registry: Registry | None = None) -> TrainResult:
     """Run ``cfg`` with Lightning Fabric; returns rank 0's result."""
+    cfg = resolve_resume(cfg)
+    if cfg.data.dataset == "folder":  # a missing or empty folder fails before any process
+        build_sources(cfg.data)
     if cfg.run.name is not None:  # fail before any process starts
-        resolve_run_dir(cfg, cfg.run.name)
+        run = resolve_run_dir(cfg, cfg.run.name)
+        latest = Checkpoints(run.checkpoints).latest() if cfg.run.resume else None
+        if latest is not None:  # a refused checkpoint runs nothing
+            check_resume(latest, cfg, registry or default_registry())
     fabric = make_fabric(cfg)
-    return fabric.launch(_run, cfg, registry)
+    if cfg.trainer.strategy == "ddp_spawn":  # the ranks are this process's children
+        with ForwardSignals():
+            return fabric.launch(_run_with_signals, cfg, registry)
+    return fabric.launch(_run_with_signals, cfg, registry)
+
+
+def _run_with_signals(fabric: Fabric, cfg: RunConfig, registry: Registry | None) -> TrainResult:
+    with StopSignals() as signals:
+        return _run(fabric, cfg, registry, signals)
 
 
 def _per_device_batch(cfg: RunConfig, world: int) -> int:
@@ -97,7 +115,9 @@ def _per_device_batch(cfg: RunConfig, world: int) -> int:
     return cfg.data.global_batch_size // world
 
 
-def _run(fabric: Fabric, cfg: RunConfig, registry: Registry | None) -> TrainResult:
+def _run(
+    fabric: Fabric, cfg: RunConfig, registry: Registry | None, signals: StopSignals
+) -> TrainResult:
     registry = registry or default_registry()
     started = time.perf_counter()
     torch.set_float32_matmul_precision(cfg.trainer.matmul_precision)
@@ -117,6 +137,8 @@ def _run(fabric: Fabric, cfg: RunConfig, registry: Registry | None) -> TrainResu
         views_cfg = views_cfg.model_copy(update={"image_size": cfg.data.image_size})
     pipeline = registry.build(views_cfg)
     sources = build_sources(cfg.data)
+    if cfg.data.skip_bad_images:
+        log_skipped_files(sources, run.skipped)
     dataset = MultiViewDataset(sources.train, pipeline, cfg.run.seed)
     loader, sampler = build_train_loader(
         dataset,
@@ -162,15 +184,21 @@ def _run(fabric: Fabric, cfg: RunConfig, registry: Registry | None) -> TrainResu
     )
 
     # --- resume
-    step = 0
-    state: dict[str, Any] = {"online": method.online, "optimizer": optimizer}
-    if method.target is not None:
-        state["target"] = method.target
-    if cfg.run.resume:
-        step = _load_checkpoint(fabric, run, cfg, state)
+    ckpt = Checkpointer(
+        fabric, run.checkpoints, cfg, registry, method, optimizer, loader, steps_per_epoch
+    )
+    step = ckpt.resume() if cfg.run.resume else 0
+    check_grads = cfg.trainer.precision not in {"16-mixed", "16"}  # the grad scaler's job
+    stopped_by: str | None = None
     start_epoch = step // steps_per_epoch
 
-    logger = _metrics_logger(run) if fabric.is_global_zero else None
+    logger = (
+        MetricSinks(default_loggers(run.path, cfg.run.tensorboard, resumed_from=step))
+        if fabric.is_global_zero
+        else None
+    )
+    watch = CollapseWatch()
+    logged = 0
     bar = tqdm(
         total=total_steps,
         initial=step,
@@ -186,6 +214,7 @@ def _run(fabric: Fabric, cfg: RunConfig, registry: Registry | None) -> TrainResu
         skip = step - epoch * steps_per_epoch  # batches of this epoch done before a resume
         sampler.set_epoch(epoch, skip=skip * batch)
         dataset.set_epoch(epoch)
+        ckpt.epoch_started()
         for views in loader:
             if step >= end_step:
                 break
@@ -193,13 +222,15 @@ def _run(fabric: Fabric, cfg: RunConfig, registry: Registry | None) -> TrainResu
             factor = schedule.apply(optimizer, step)
             with fabric.autocast():
                 out = method.training_step(views)
-            if not torch.isfinite(out.loss.detach()):
-                raise NonFiniteLossError(
-                    f"loss is {out.loss.item()} at step {step} (rank {rank}); stopped before the "
-                    f"optimizer step. The last checkpoint in {run.path} is intact. Lower "
-                    "optimizer.lr or check the data."
-                )
             fabric.backward(out.loss)
+            verdict = agree(fabric, out.loss, method.online_raw, signals.received, check_grads)
+            if verdict.non_finite:  # every rank raises at the same step
+                if logger is not None:
+                    logger.finalize("failed")  # keep the rows that led here
+                raise NonFiniteLossError(
+                    f"{verdict.describe_non_finite(step, float(out.loss.detach()), rank, world)}; "
+                    f"{ckpt.describe_last()}. Lower optimizer.lr or check the data."
+                )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             extra = method.after_optimizer_step(step, total_steps)
@@ -213,53 +244,82 @@ def _run(fabric: Fabric, cfg: RunConfig, registry: Registry | None) -> TrainResu
                     **{k: float(v) for k, v in out.metrics.items()},
                     **extra,
                     "lr": optimizer.param_groups[0]["lr"],
+                    **_group_lrs(optimizer),
                     "lr_factor": factor,
                     "epoch": epoch,
                     "images_per_s": samples_seen / max(elapsed, 1e-9),
                 }
+                every_health = cfg.evaluation.health_every
+                if out.embeddings is not None and every_health and logged % every_health == 0:
+                    metrics.update(health_metrics(out.embeddings))  # collective: all ranks
+                logged += 1
                 samples_seen, t_window = 0, time.perf_counter()
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{metrics['loss']:.4f}",
+                    img_s=f"{metrics['images_per_s']:.0f}",
+                    refresh=False,
+                )
                 if logger is not None:
-                    logger.log_metrics(metrics, step=step)
+                    logger.log(metrics, step=step)
+                    alarm = watch.update(metrics, step) if cfg.evaluation.warn_on_collapse else None
+                    if alarm:
+                        warnings.warn(alarm, RuntimeWarning, stacklevel=1)
             every = cfg.run.checkpoint_every
             if every and step % every == 0:
-                _save_checkpoint(fabric, run, cfg, state, step)
-        if not cfg.run.checkpoint_every or step == end_step:
-            _save_checkpoint(fabric, run, cfg, state, step)
+                ckpt.save(step)
+            if verdict.stop:  # a signal on any rank: every rank stops here
+                stopped_by = verdict.signal_name
+                break
+        if not cfg.run.checkpoint_every or step == end_step or stopped_by:
+            ckpt.save(step)
+        if stopped_by:
+            break
         n_eval = cfg.evaluation.every_n_epochs
         if n_eval and (epoch + 1) % n_eval == 0 and step < end_step:
-            acc = _evaluate(fabric, cfg, method, sources, pipeline)
+            acc, _ = _evaluate(fabric, cfg, method, sources, pipeline)
             if acc is not None and logger is not None:
-                logger.log_metrics({"knn_top1": acc, "epoch": epoch}, step=step)
+                logger.log({"knn_top1": acc, "epoch": epoch}, step=step)
     bar.close()
+    if stopped_by:  # preempted: one checkpoint written, nothing else
+        if logger is not None:
+            logger.finalize("preempted")
+        fabric.barrier()
+        seconds = time.perf_counter() - started
+        loss = {"loss": metrics.get("loss", math.nan), "seconds": seconds}
+        return TrainResult(run.path, loss, step, seconds, stopped_by)
 
     final: dict[str, float] = {"loss": metrics.get("loss", math.nan)}
+    held_out: LabelledFeatures | None = None
     if cfg.evaluation.at_end and step >= total_steps:
-        acc = _evaluate(fabric, cfg, method, sources, pipeline)
+        acc, held_out = _evaluate(fabric, cfg, method, sources, pipeline)
         if acc is not None:
             final["knn_top1"] = acc
             if cfg.evaluation.compare_random_init:
                 random_backbone = copy.deepcopy(method.backbone)
                 random_backbone.load_state_dict(initial_backbone)
-                final["knn_top1_random_init"] = (
-                    _evaluate(fabric, cfg, method, sources, pipeline, backbone=random_backbone)
-                    or math.nan
+                random_acc, _ = _evaluate(
+                    fabric, cfg, method, sources, pipeline, backbone=random_backbone
                 )
+                final["knn_top1_random_init"] = math.nan if random_acc is None else random_acc
+    if cfg.data.skip_bad_images:
+        final["skipped_images"] = count_skipped(run.skipped)
     final["seconds"] = time.perf_counter() - started
     if fabric.is_global_zero:
         if logger is not None:
-            logger.log_metrics({f"final/{k}": v for k, v in final.items()}, step=step)
+            logger.log({f"final/{k}": v for k, v in final.items()}, step=step)
             logger.finalize("success")
-        export_backbone(run, method.backbone, cfg, {"step": step})
+        write_backbone(method.backbone, cfg, run.backbone, {"step": step})
+        if cfg.run.plots:
+            embedding = None if held_out is None else (held_out.test, held_out.test_labels)
+            write_plots(run.path, embedding)
         run.summary.write_text(json.dumps({"steps": step, **final}, indent=2), encoding="utf-8")
     fabric.barrier()
     return TrainResult(run.path, final, step, final["seconds"])
 
 
-def _metrics_logger(run: RunDir) -> CSVLogger:
-    """Fabric's CSV logger writing ``metrics.csv`` into the run directory."""
-    warnings.filterwarnings("ignore", message="Experiment logs directory", module=r"lightning")
-    return CSVLogger(str(run.path), name="", version="")
+def _group_lrs(optimizer: Any) -> dict[str, float]:
+    """The learning rate of every parameter group, by the group's name."""
+    return {f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
 
 
 def _evaluate(
@@ -269,67 +329,31 @@ def _evaluate(
     sources: Any,
     pipeline: Any,
     backbone: torch.nn.Module | None = None,
-) -> float | None:
-    """Weighted kNN top-1 on the held-out split (rank 0 computes, all ranks agree)."""
+) -> tuple[float | None, LabelledFeatures | None]:
+    """Weighted kNN top-1 on the held-out split (rank 0 computes, all ranks agree), and
+    rank 0's features (None elsewhere or without labels)."""
     if sources.eval_train is None or sources.eval_test is None:
-        return None
+        return None, None
     acc = torch.zeros(1)
+    feats = None
     if fabric.is_global_zero:
-        net = (backbone or method.backbone).to(fabric.device)
-        bank = build_eval_loader(PlainDataset(sources.eval_train, pipeline), 512, 0)
-        test = build_eval_loader(PlainDataset(sources.eval_test, pipeline), 512, 0)
         with fabric.autocast():
-            xb, yb = extract_features(net, bank, fabric.device)
-            xt, yt = extract_features(net, test, fabric.device)
+            feats = labelled_features(
+                cfg,
+                backbone or method.backbone,
+                device=fabric.device,
+                sources=sources,
+                pipeline=pipeline,
+            )
         acc[0] = knn_top1(
-            xb, yb, xt, yt, k=cfg.evaluation.knn_k, temperature=cfg.evaluation.knn_temperature
+            feats.train,
+            feats.train_labels,
+            feats.test,
+            feats.test_labels,
+            k=cfg.evaluation.knn_k,
+            temperature=cfg.evaluation.knn_temperature,
         )
-    return float(fabric.broadcast(acc, src=0)[0])
-
-
-def _save_checkpoint(
-    fabric: Fabric, run: RunDir, cfg: RunConfig, state: dict[str, Any], step: int
-) -> None:
-    """Write the checkpoint to a temporary file, then rename it over the last one."""
-    path = run.last_checkpoint
-    tmp = path.with_name(path.name + ".tmp")
-    if fabric.is_global_zero:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fabric.barrier()
-    fabric.save(tmp, {**state, "step": step, "config": cfg.model_dump_json()})
-    fabric.barrier()
-    if fabric.is_global_zero:
-        os.replace(tmp, path)
-    fabric.barrier()
-
-
-def _load_checkpoint(fabric: Fabric, run: RunDir, cfg: RunConfig, state: dict[str, Any]) -> int:
-    path = run.last_checkpoint
-    try:
-        rest = fabric.load(path, state)
-    except Exception as exc:
-        raise CheckpointError(
-            f"cannot resume from {path}: {type(exc).__name__}: {exc}. It may come from "
-            "another config; start a new run or set run.overwrite=true."
-        ) from None
-    saved = json.loads(rest.get("config", "{}"))
-    now = json.loads(cfg.model_dump_json())
-    changed = sorted(_diff(saved.get("method", {}), now["method"], "method"))
-    if changed:
-        raise CheckpointError(
-            f"checkpoint {path} was written by another method config (changed: "
-            f"{', '.join(changed)}); start a new run instead"
-        )
-    return int(rest["step"])
-
-
-def _diff(a: Any, b: Any, prefix: str) -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for key in sorted(set(a) | set(b)):
-            out += _diff(a.get(key), b.get(key), f"{prefix}.{key}")
-        return out
-    return [] if a == b else [prefix]
+    return float(fabric.broadcast(acc, src=0)[0]), feats
 
 
 __all__ = ["TrainResult", "make_fabric", "train"]

@@ -43,6 +43,8 @@ class StepOutput:
 
     loss: Tensor
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    #: this rank's projector outputs of the first view, detached (for collapse metrics)
+    embeddings: Tensor | None = None
 
 
 class SiameseMethod:
@@ -71,7 +73,7 @@ class SiameseMethod:
         terms = self.loss.terms([p.float() for p in out.predictions], [t.float() for t in targets])
         loss = terms.pop("loss")
         metrics = {f"loss/{k}": mean_over_ranks(v) for k, v in terms.items()}
-        return StepOutput(loss, metrics)
+        return StepOutput(loss, metrics, out.projections[0].detach())
 
     def after_optimizer_step(self, step: int, total_steps: int) -> dict[str, float]:
         return self.target_rule.update(self.online_raw, self.target, step, total_steps)

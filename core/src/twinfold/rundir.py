@@ -23,6 +23,7 @@ LAST_CHECKPOINT = "last.ckpt"
 BACKBONE_FILE = "backbone.safetensors"
 BACKBONE_META = "backbone.json"
 SUMMARY_FILE = "summary.json"
+SKIPPED_FILE = "skipped_images.txt"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class RunDir:
         return self.path / METRICS_FILE
 
     @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
     def last_checkpoint(self) -> Path:
         return self.path / CHECKPOINT_DIR / LAST_CHECKPOINT
 
@@ -49,6 +54,11 @@ class RunDir:
     def summary(self) -> Path:
         return self.path / SUMMARY_FILE
 
+    @property
+    def skipped(self) -> Path:
+        """Unreadable images skipped under ``data.skip_bad_images`` (one path a line)."""
+        return self.path / SKIPPED_FILE
+
 
 def default_run_name(cfg: RunConfig) -> str:
     stem = cfg.preset or f"{cfg.method.loss.name}-{cfg.method.encoder.name}"
@@ -56,14 +66,21 @@ def default_run_name(cfg: RunConfig) -> str:
 
 
 def resolve_run_dir(cfg: RunConfig, name: str) -> RunDir:
-    """The run directory, checked before anything is written: a non-empty directory is
-    refused unless ``run.resume`` or ``run.overwrite`` is set."""
+    """The run directory, checked before anything is written: it must lie inside
+    ``run.output_dir`` (no ``..``, absolute path or symbolic link out of it), and a
+    non-empty directory is refused unless ``run.resume`` or ``run.overwrite`` is set."""
+    from twinfold.checkpoints import Checkpoints
+
     root = Path(cfg.run.output_dir)
     path = (root / name).resolve()
     if root.resolve() not in path.parents:
-        raise ConfigError([("run.name", f"'{name}' would write outside {root}")])
+        raise ConfigError(
+            [("run.name", f"'{name}' would write outside {root}; use a plain directory name")]
+        )
+    if cfg.run.resume == "auto":
+        cfg = resolve_resume(cfg)
     if cfg.run.resume:
-        if not (path / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():
+        if Checkpoints(path / CHECKPOINT_DIR).latest() is None:
             raise ConfigError(
                 [
                     (
@@ -84,6 +101,22 @@ def resolve_run_dir(cfg: RunConfig, name: str) -> RunDir:
             ]
         )
     return RunDir(path)
+
+
+def resolve_resume(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with ``run.resume='auto'`` decided: true when the named run directory
+    holds a checkpoint; otherwise false, and the directory (left by an attempt that
+    wrote no checkpoint) may be reused."""
+    if cfg.run.resume != "auto":
+        return cfg
+    from twinfold.checkpoints import Checkpoints
+
+    found = cfg.run.name is not None and (
+        Checkpoints(Path(cfg.run.output_dir) / cfg.run.name / CHECKPOINT_DIR).latest()
+        is not None
+    )
+    update = {"resume": True} if found else {"resume": False, "overwrite": True}
+    return cfg.model_copy(update={"run": cfg.run.model_copy(update=update)})
 
 
 def write_config(run: RunDir, cfg: RunConfig) -> None:

@@ -41,3 +41,33 @@ def simsiam_view_pair() -> list[ViewConfig]:
         solarize_p=0.0,
     )
     return [ViewConfig(**view), ViewConfig(**view)]
+
+
+#: What the small presets on the embedded digits change in every paper view: the digits
+#: are grey (no saturation/hue jitter, no grayscale) and not mirror-symmetric (no flip),
+#: and an 8x8 source keeps its class only under milder crops.
+DIGITS_VIEW_CHANGES: dict[str, object] = {
+    "crop_scale": [0.3, 1.0],
+    "flip_p": 0.0,
+    "saturation": 0.0,
+    "hue": 0.0,
+    "grayscale_p": 0.0,
+}
+
+#: The per-view blur/solarize probabilities of BYOL's asymmetric pair (Table 6).
+ASYMMETRIC_PROBABILITIES: list[dict[str, object]] = [
+    {"blur_p": 1.0, "solarize_p": 0.0},
+    {"blur_p": 0.1, "solarize_p": 0.2},
+]
+
+
+def digits_views_section(name: str, views: list[dict[str, object]]) -> dict[str, object]:
+    """A preset's ``method.views`` section for the embedded digits: the view component
+    ``name`` with grey normalisation (mean = std = 0.5) and one view per entry of
+    ``views``, each :data:`DIGITS_VIEW_CHANGES` updated with the entry."""
+    return {
+        "name": name,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "views": [{**DIGITS_VIEW_CHANGES, **view} for view in views],
+    }

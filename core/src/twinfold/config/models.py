@@ -184,6 +184,13 @@ class TrainerConfig(StrictModel):
     )
     log_every: int = Field(10, ge=1, description="steps between metric rows")
     progress_bar: bool = True
+    collective_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="seconds a collective (all-reduce, barrier) may wait for the other "
+        "processes before the run fails with an error instead of hanging (dead peer, "
+        "mismatched collective)",
+    )
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
 
 
@@ -194,8 +201,29 @@ class RunSettings(StrictModel):
     name: str | None = Field(None, description="run directory name (default: preset-time)")
     seed: int = 0
     checkpoint_every: int = Field(0, ge=0, description="steps; 0 = at the end of each epoch")
-    resume: bool = Field(False, description="continue from the run directory's checkpoint")
-    overwrite: bool = Field(False, description="allow a non-empty run directory")
+    resume: bool | Literal["auto"] = Field(
+        False,
+        description="continue from the run directory's newest checkpoint; 'auto': when it "
+        "has one, else start afresh (for jobs that are requeued; give run.name)",
+    )
+    overwrite: bool = Field(
+        False, description="allow a non-empty run directory (its old checkpoints are deleted)"
+    )
+    force_resume: bool = Field(
+        False,
+        description="resume even though the config differs from the checkpoint's in keys "
+        "that change the computation (they are listed in the error otherwise)",
+    )
+    keep_checkpoints: int = Field(
+        1, ge=1, description="checkpoint files kept: the newest N step-*.ckpt (last.ckpt "
+        "always holds the newest)"
+    )
+    tensorboard: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="TensorBoard logs in <run>/tensorboard: 'auto' when tensorboard is "
+        "installed, 'on' requires it (metrics.csv is always written)",
+    )
+    plots: bool = Field(True, description="PNG plots in the run directory at the end")
 
     @field_validator("name")
     @classmethod
@@ -206,13 +234,20 @@ class RunSettings(StrictModel):
 
 
 class EvaluationConfig(StrictModel):
-    """Weighted kNN on backbone features (Wu et al. 2018)."""
+    """Weighted kNN on frozen backbone features (Wu et al. 2018) on the held-out labelled
+    split, and the collapse diagnostics logged during training."""
 
     knn_k: int = Field(20, ge=1)
     knn_temperature: float = Field(0.07, gt=0)
     at_end: bool = True
-    every_n_epochs: int = Field(0, ge=0, description="0 = only at the end")
+    every_n_epochs: int = Field(1, ge=0, description="online kNN period; 0 = only at the end")
     compare_random_init: bool = True
+    health_every: int = Field(
+        1,
+        ge=0,
+        description="log embedding std / rank-me every this many logged steps; 0 = never",
+    )
+    warn_on_collapse: bool = True
 
 
 class RunConfig(StrictModel):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from twinfold.config.models import DataConfig
-from twinfold.data.base import ImageSource, split_source
+from twinfold.data.base import ImageSource, Subset, split_source
 from twinfold.data.digits import digits_splits
 from twinfold.data.folder import FolderSource
 from twinfold.data.torchvision_sets import TorchvisionSource
@@ -84,3 +85,12 @@ def build_sources(cfg: DataConfig) -> DataSources:
         )
     train = TorchvisionSource(cfg.dataset, root, "train", cfg.download)
     return DataSources(train, train, TorchvisionSource(cfg.dataset, root, "test", cfg.download))
+
+
+def log_skipped_files(sources: DataSources, log: Path) -> None:
+    """Make every image folder behind ``sources`` append the files it skips to ``log``."""
+    for source in (sources.train, sources.eval_train, sources.eval_test):
+        while isinstance(source, Subset):
+            source = source.base
+        if isinstance(source, FolderSource):
+            source.skip_log = log

@@ -89,12 +89,14 @@ class FolderSource(ImageSource):
     ``root`` are unlabelled. A missing or empty folder is a :class:`ConfigError` on
     ``field``. An unreadable file raises :class:`ImageDecodeError`; with ``skip_bad``
     the next readable image of the same class (cyclically) replaces it, and the file is
-    recorded in ``bad_files``. The record is per process: data-loader workers keep their
-    own, so call :meth:`scan` in the main process for a complete count."""
+    recorded in ``bad_files``. That record is per process (data-loader workers keep their
+    own); with ``skip_log`` set, every process also appends the file's path there, so the
+    log holds the files skipped by all ranks and workers (see :func:`count_skipped`)."""
 
     def __init__(self, root: str | Path, *, skip_bad: bool = False, field: str = "data.root"):
         self.root, self.skip_bad, self.field = Path(root), skip_bad, field
         self.bad_files: set[Path] = set()
+        self.skip_log: Path | None = None  # skipped files are also appended here
         if not self.root.exists():
             self._fail(f"image folder '{self.root}' does not exist; set {field} to a folder")
         if not self.root.is_dir():
@@ -158,6 +160,9 @@ class FolderSource(ImageSource):
             except ImageDecodeError as exc:
                 self.bad_files.add(path)
                 warnings.warn(f"skipping: {exc}", stacklevel=2)
+                if self.skip_log is not None:  # one short O_APPEND write: safe across workers
+                    with self.skip_log.open("a", encoding="utf-8") as log:
+                        log.write(f"{path}\n")
         group = "" if y is None else f" of class '{self.classes[y]}'"
         raise ImageDecodeError(f"no readable image{group} in '{self.root}'")
 
@@ -172,3 +177,10 @@ class FolderSource(ImageSource):
         kind = f"{len(self.classes)} classes" if self.classes else "unlabelled"
         bad = f", {self.skipped} unreadable skipped" if self.bad_files else ""
         return f"image folder {self.root} ({len(self)} images, {kind}{bad})"
+
+
+def count_skipped(log: Path) -> int:
+    """How many distinct files a skip log (``FolderSource.skip_log``) names."""
+    if not log.is_file():
+        return 0
+    return len({line for line in log.read_text(encoding="utf-8").splitlines() if line})

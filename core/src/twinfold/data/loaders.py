@@ -5,6 +5,7 @@ single process (same samples and, with :class:`MultiViewDataset`, the same views
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -13,6 +14,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 LOADER_SEED_OFFSET = 0x5EED
 """Offset between the run seed and the seed of a loader's private generator."""
+RANK_SEED_STRIDE = 1_000_003
+"""Distance between the private generator seeds of consecutive ranks."""
 
 
 class ResumableSampler(DistributedSampler):
@@ -33,6 +36,14 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.skip
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Data-loader workers leave SIGTERM / SIGUSR1 to the training process, which stops
+    at the next step boundary (a signal sent to the whole process group must not kill
+    the workers first); they end with their parent."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def collate_views(samples: list[list[Tensor]]) -> list[Tensor]:
@@ -61,14 +72,17 @@ def build_train_loader(
     ``dataset.set_epoch(epoch)``; workers are re-created every epoch, so they see it.
 
     With ``generator_free`` the loader draws its workers' base seed from a private
-    generator, so iterating it leaves torch's global generator untouched (the training
-    stream is the same whether or not, and how often, the loader is iterated)."""
+    generator, seeded per rank (so workers of different ranks get different seeds), and
+    iterating it leaves torch's global generator untouched (the training stream is the
+    same whether or not, and how often, the loader is iterated)."""
     sampler = ResumableSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
     )
     generator = None
     if generator_free:
-        generator = torch.Generator().manual_seed((seed + LOADER_SEED_OFFSET) % (1 << 63))
+        generator = torch.Generator().manual_seed(
+            (seed + LOADER_SEED_OFFSET + RANK_SEED_STRIDE * rank) % (1 << 63)
+        )
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -76,6 +90,7 @@ def build_train_loader(
         num_workers=num_workers,
         drop_last=True,
         collate_fn=collate_views,
+        worker_init_fn=ignore_stop_signals,
         persistent_workers=False,
         pin_memory=False,
         generator=generator,

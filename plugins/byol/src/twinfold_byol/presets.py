@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twinfold import Preset
+from twinfold.builtins.recipes import ASYMMETRIC_PROBABILITIES, digits_views_section
 
 PAPER = "Grill et al. 2020, Bootstrap your own latent (arXiv:2006.07733)"
 
@@ -56,40 +57,19 @@ BYOL_SMALL = Preset(
             "predictor": {"name": "byol-predictor", "hidden_dims": [512], "out_dim": 128},
             "target": {"name": "ema", "tau_base": 0.99},
             "loss": {"name": "byol"},
-            "views": {
-                "name": "byol-views",
-                "mean": [0.5, 0.5, 0.5],
-                "std": [0.5, 0.5, 0.5],
-                "views": [
-                    {
-                        "crop_scale": [0.3, 1.0],
-                        "flip_p": 0.0,
-                        "saturation": 0.0,
-                        "hue": 0.0,
-                        "grayscale_p": 0.0,
-                        "blur_p": 1.0,
-                        "solarize_p": 0.0,
-                    },
-                    {
-                        "crop_scale": [0.3, 1.0],
-                        "flip_p": 0.0,
-                        "saturation": 0.0,
-                        "hue": 0.0,
-                        "grayscale_p": 0.0,
-                        "blur_p": 0.1,
-                        "solarize_p": 0.2,
-                    },
-                ],
-            },
+            "views": digits_views_section("byol-views", ASYMMETRIC_PROBABILITIES),
         },
-        "optimizer": {"name": "lars", "lr": 0.45, "weight_decay": 1e-6},
-        "schedule": {"warmup_epochs": 2, "final_lr_ratio": 0.0},
-        "trainer": {"epochs": 40, "accelerator": "cpu", "log_every": 5},
+        # BYOL's held-out kNN peaks after the warm-up and then drifts down on these 1,437
+        # images; a low LARS rate over 10 epochs keeps most of the gain (docs/results.md)
+        "optimizer": {"name": "lars", "lr": 0.03, "weight_decay": 1e-6},
+        "schedule": {"warmup_epochs": 1, "final_lr_ratio": 0.0},
+        "trainer": {"epochs": 10, "accelerator": "cpu", "log_every": 5},
+        "evaluation": {"every_n_epochs": 5},
     },
     deviations=(
         "Not the paper's recipe: embedded 8x8 digits upscaled to 16 px, a small residual CNN, "
-        "512-wide heads with 128-d outputs, batch 256, 40 epochs, 2 warm-up epochs, "
-        "base lr 0.45, tau_base 0.99.",
+        "512-wide heads with 128-d outputs, batch 256, 10 epochs, 1 warm-up epoch, "
+        "base lr 0.03, tau_base 0.99.",
         "Views: crop area (0.3, 1), no flip, no hue/saturation jitter and no grayscale "
         "(digits are grey and not mirror-symmetric).",
     ),

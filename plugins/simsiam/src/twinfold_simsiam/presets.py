@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twinfold import Preset
+from twinfold.builtins.recipes import digits_views_section
 
 PAPER = "Chen & He 2021, Exploring Simple Siamese Representation Learning (arXiv:2011.10566)"
 
@@ -48,33 +49,20 @@ SIMSIAM = Preset(
     ),
 )
 
-_DIGIT_VIEW = {
-    "crop_scale": [0.3, 1.0],
-    "flip_p": 0.0,
-    "saturation": 0.0,
-    "hue": 0.0,
-    "grayscale_p": 0.0,
-    "blur_p": 0.5,
-}
 
 SIMSIAM_SMALL = Preset(
     name="simsiam-small",
     summary="SimSiam on the embedded digits, small CNN, a few CPU minutes",
     paper=PAPER,
     config={
-        "data": {"dataset": "digits", "image_size": 32, "batch_size": 128},
+        "data": {"dataset": "digits", "image_size": 16, "batch_size": 128},
         "method": {
             "encoder": {"name": "small-cnn", "widths": [32, 64, 128], "blocks_per_stage": 1},
             "projector": {"name": "simsiam-projector", "hidden_dims": [512, 512], "out_dim": 512},
             "predictor": {"name": "simsiam-predictor", "hidden_dims": [128], "out_dim": 512},
             "target": {"name": "stop-gradient"},
             "loss": {"name": "simsiam"},
-            "views": {
-                "name": "simsiam-views",
-                "mean": [0.5, 0.5, 0.5],
-                "std": [0.5, 0.5, 0.5],
-                "views": [_DIGIT_VIEW, _DIGIT_VIEW],
-            },
+            "views": digits_views_section("simsiam-views", [{"blur_p": 0.5}] * 2),
         },
         "optimizer": {
             "name": "sgd",
@@ -86,9 +74,10 @@ SIMSIAM_SMALL = Preset(
         },
         "schedule": {"warmup_epochs": 0, "final_lr_ratio": 0.0},
         "trainer": {"epochs": 30, "accelerator": "cpu", "log_every": 5},
+        "evaluation": {"every_n_epochs": 5},
     },
     deviations=(
-        "Not the paper's recipe: embedded 8x8 digits upscaled to 32 px, a small residual CNN, "
+        "Not the paper's recipe: embedded 8x8 digits upscaled to 16 px, a small residual CNN, "
         "a 512-512-512 projector and a 512-128-512 predictor, batch 128, 30 epochs, base lr "
         "0.5 (0.25 after the x B/256 scaling) instead of 0.05.",
         "Views: crop area (0.3, 1), no flip, no hue/saturation jitter and no grayscale "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twinfold import Preset
+from twinfold.builtins.recipes import ASYMMETRIC_PROBABILITIES, digits_views_section
 
 PAPER = (
     "Bardes, Ponce & LeCun 2022, VICReg: Variance-Invariance-Covariance Regularization "
@@ -63,13 +64,6 @@ VICREG = Preset(
     ),
 )
 
-_DIGIT_VIEW = {
-    "crop_scale": [0.3, 1.0],
-    "flip_p": 0.0,
-    "saturation": 0.0,
-    "hue": 0.0,
-    "grayscale_p": 0.0,
-}
 
 VICREG_SMALL = Preset(
     name="vicreg-small",
@@ -82,19 +76,12 @@ VICREG_SMALL = Preset(
             "projector": {"name": "vicreg-expander", "hidden_dims": [512, 512], "out_dim": 512},
             "target": {"name": "none"},
             "loss": {"name": "vicreg"},
-            "views": {
-                "name": "vicreg-views",
-                "mean": [0.5, 0.5, 0.5],
-                "std": [0.5, 0.5, 0.5],
-                "views": [
-                    {**_DIGIT_VIEW, "blur_p": 1.0, "solarize_p": 0.0},
-                    {**_DIGIT_VIEW, "blur_p": 0.1, "solarize_p": 0.2},
-                ],
-            },
+            "views": digits_views_section("vicreg-views", ASYMMETRIC_PROBABILITIES),
         },
         "optimizer": {"name": "lars", "lr": 0.3, "weight_decay": 1e-6},
         "schedule": {"warmup_epochs": 2, "final_lr_ratio": 0.001},
         "trainer": {"epochs": 10, "accelerator": "cpu", "log_every": 5},
+        "evaluation": {"every_n_epochs": 5},
     },
     deviations=(
         "Not the paper's recipe: embedded 8x8 digits upscaled to 16 px, a small residual CNN, "

@@ -1,0 +1,64 @@
+"""Frozen-backbone features of the labelled evaluation splits a config describes (the
+kNN memory bank / linear-probe training split and the held-out queries)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from twinfold.config import RunConfig
+from twinfold.data import PlainDataset, build_eval_loader, build_sources
+from twinfold.errors import ConfigError
+from twinfold.evaluation.features import extract_features
+from twinfold.registry import Registry, default_registry
+
+
+@dataclass
+class LabelledFeatures:
+    train: Tensor
+    train_labels: Tensor
+    test: Tensor
+    test_labels: Tensor
+
+
+def eval_pipeline(cfg: RunConfig, registry: Registry | None = None):
+    """The run's view pipeline (its ``plain`` transform is the evaluation transform)."""
+    registry = registry or default_registry()
+    views = cfg.method.views
+    if getattr(views, "image_size", "absent") is None:
+        views = views.model_copy(update={"image_size": cfg.data.image_size})
+    return registry.build(views)
+
+
+def labelled_features(
+    cfg: RunConfig,
+    backbone: nn.Module,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+    sources=None,
+    pipeline=None,
+) -> LabelledFeatures:
+    """Features of the evaluation splits of ``cfg.data``; raises ConfigError without labels."""
+    sources = sources or build_sources(cfg.data)
+    if sources.eval_train is None or sources.eval_test is None:
+        raise ConfigError(
+            [
+                (
+                    "data",
+                    f"dataset '{cfg.data.dataset}' has no labelled evaluation split; use "
+                    "digits, a torchvision dataset, or an image folder with one sub-folder "
+                    "per class (data.root or data.eval_root)",
+                )
+            ]
+        )
+    pipeline = pipeline or eval_pipeline(cfg)
+    device = torch.device(device)
+    bank = build_eval_loader(PlainDataset(sources.eval_train, pipeline), batch_size, 0)
+    test = build_eval_loader(PlainDataset(sources.eval_test, pipeline), batch_size, 0)
+    backbone = backbone.to(device)
+    xb, yb = extract_features(backbone, bank, device)
+    xt, yt = extract_features(backbone, test, device)
+    return LabelledFeatures(xb, yb, xt, yt)

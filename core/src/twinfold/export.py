@@ -1,0 +1,172 @@
+"""Backbone export and loading: a safetensors file plus a JSON sidecar that says what
+architecture the weights belong to, the run config, and the package versions.
+
+ResNet backbones keep torchvision's key names, so the file loads into
+``torchvision.models.<arch>()`` (with the small stem and ``fc = Identity()`` recorded in the
+sidecar) with strict key checking; :func:`torchvision_backbone` builds that model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from twinfold.config import RunConfig
+from twinfold.errors import CheckpointError
+from twinfold.registry import Registry, default_registry
+
+FORMAT = "twinfold-backbone/1"
+_KIND_OF_ROLE = {"projector": "head", "predictor": "head", "views": "augmentation"}
+
+
+def sidecar_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def exportable_backbone(encoder: nn.Module) -> nn.Module:
+    """The module whose state dict is exported (torchvision key names for ResNets)."""
+    return getattr(encoder, "backbone", encoder)
+
+
+def _versions(cfg: RunConfig) -> dict[str, str]:
+    names = {"twinfold", "torch", "torchvision", "lightning-fabric"}
+    try:
+        registry = default_registry()
+        for role, comp in cfg.method:
+            if comp is not None:
+                names.add(registry.get(_KIND_OF_ROLE.get(role, role), comp.name).distribution)
+    except Exception:  # versions are informative only
+        pass
+    out = {}
+    for name in sorted(names):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _torchvision_recipe(encoder_cfg: dict[str, Any]) -> dict[str, Any] | None:
+    if encoder_cfg.get("name") != "resnet":
+        return None
+    replace = {"fc": "Identity"}
+    if encoder_cfg.get("small_stem"):
+        replace.update(
+            {
+                "conv1": "Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)",
+                "maxpool": "Identity",
+            }
+        )
+    return {"builder": f"torchvision.models.{encoder_cfg['arch']}", "replace": replace}
+
+
+def write_backbone(
+    encoder: nn.Module, cfg: RunConfig, out: Path | str, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``out`` (safetensors) and its ``.json`` sidecar, each atomically."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        out = out.with_name(out.name + ".safetensors")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    module = exportable_backbone(encoder)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    encoder_cfg = cfg.method.encoder.model_dump(mode="json")
+    meta = {
+        "format": FORMAT,
+        "encoder": encoder_cfg,
+        "feature_dim": getattr(encoder, "out_dim", None),
+        "torchvision": _torchvision_recipe(encoder_cfg),
+        "image_size": cfg.data.image_size,
+        "normalize": {
+            "mean": getattr(cfg.method.views, "mean", None),
+            "std": getattr(cfg.method.views, "std", None),
+        },
+        "versions": _versions(cfg),
+        "config": json.loads(cfg.model_dump_json()),
+        **(extra or {}),
+    }
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(state, str(tmp), metadata={"format": FORMAT})
+    os.replace(tmp, out)
+    side = sidecar_path(out)
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    os.replace(tmp, side)
+    return out
+
+
+def read_sidecar(weights: Path | str) -> dict[str, Any]:
+    side = sidecar_path(Path(weights))
+    if not side.is_file():
+        raise CheckpointError(f"{side} is missing; it is written next to the weights by export")
+    return json.loads(side.read_text(encoding="utf-8"))
+
+
+def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """``module.load_state_dict(state, strict=True)`` with an error that names the keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    )
+    if missing or unexpected or shapes:
+        parts = []
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("mismatched shapes", shapes),
+        ):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointError(
+            f"{source} does not fit {type(module).__name__}: "
+            + "; ".join(parts)
+            + ". Build the architecture named in the sidecar JSON (see twinfold.export)."
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def torchvision_backbone(meta: dict[str, Any]) -> nn.Module:
+    """The plain torchvision model described by a sidecar (ResNet encoders only)."""
+    import torchvision
+
+    recipe = meta.get("torchvision")
+    if not recipe:
+        raise CheckpointError(
+            f"encoder '{meta['encoder'].get('name')}' is not a torchvision model; "
+            "use twinfold.export.load_backbone"
+        )
+    net = getattr(torchvision.models, recipe["builder"].rsplit(".", 1)[1])(weights=None)
+    if "conv1" in recipe["replace"]:
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    return net
+
+
+def load_backbone(
+    weights: Path | str, model: nn.Module | None = None, registry: Registry | None = None
+) -> nn.Module:
+    """Load exported weights with strict key checking into ``model``, or into the
+    encoder the sidecar describes (built through the registry). Returns it in eval mode."""
+    weights = Path(weights)
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} does not exist")
+    if model is None:
+        meta = read_sidecar(weights)
+        registry = registry or default_registry()
+        encoder = registry.build(registry.validate("encoder", meta["encoder"]))
+        model = exportable_backbone(encoder)
+    load_state_strict(model, load_file(str(weights)), weights)
+    return model.eval()
