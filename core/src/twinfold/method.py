@@ -70,7 +70,12 @@ class SiameseMethod:
     def training_step(self, views: Sequence[Tensor]) -> StepOutput:
         out: BranchOutput = self.online(views)
         targets = self.target_rule.targets(views, out, self.target)
-        terms = self.loss.terms([p.float() for p in out.predictions], [t.float() for t in targets])
+        # losses run in float32 even under bf16/fp16 autocast: their batch statistics
+        # (cross-correlation, covariance, norms) lose too much in half precision
+        with torch.autocast(out.predictions[0].device.type, enabled=False):
+            terms = self.loss.terms(
+                [p.float() for p in out.predictions], [t.float() for t in targets]
+            )
         loss = terms.pop("loss")
         metrics = {f"loss/{k}": mean_over_ranks(v) for k, v in terms.items()}
         return StepOutput(loss, metrics, out.projections[0].detach())

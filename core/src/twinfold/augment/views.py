@@ -1,0 +1,227 @@
+"""Batched view augmentation: the SimCLR / BYOL view recipe (Grill et al. 2020, Table 6;
+Chen et al. 2020, Appendix A) applied to a whole uint8 batch at once, on any device, with
+per-sample random parameters from a caller's ``torch.Generator``.
+
+Same parameters and op order as the per-sample pipeline
+(:mod:`twinfold.builtins.views`, built on torchvision v2): random resized crop,
+horizontal flip, colour jitter (brightness, contrast, saturation, hue in a random order
+per sample), grayscale, Gaussian blur, solarize, normalisation. The differences: the
+per-sample pipeline rounds to uint8 after each op, here all arithmetic is float32; and
+the parameters come from the caller's generator batch by batch, not from torch's global
+generator reseeded per sample, so views depend on how samples are batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from twinfold.augment.blur import gaussian_blur
+from twinfold.augment.color import color_jitter_, grayscale, solarize
+from twinfold.augment.crop import resized_crop, sample_crop_boxes
+from twinfold.builtins.views import SimCLRViewsConfig, ViewConfig, blur_kernel_size
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    """Random parameters of one view for a batch of ``B`` images (all tensors ``[B]``
+    or ``[B, k]``, on the generator's device)."""
+
+    boxes: Tensor
+    """int64 ``[B, 4]``: crop (top, left, height, width) in source pixels."""
+    flip: Tensor
+    """bool: mirror horizontally."""
+    jitter: Tensor
+    """bool: apply the colour jitter."""
+    order: Tensor
+    """int64 ``[B, 4]``: permutation of (brightness, contrast, saturation, hue)."""
+    factors: Tensor
+    """float32 ``[B, 4]``: brightness, contrast, saturation factors and hue shift."""
+    grayscale: Tensor
+    """bool: convert to grayscale."""
+    blur: Tensor
+    """bool: apply the Gaussian blur."""
+    sigma: Tensor
+    """float32: blur sigma in pixels."""
+    solarize: Tensor
+    """bool: solarize."""
+
+    def to(self, device: torch.device | str) -> ViewParams:
+        return ViewParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def jitter_ranges(view: ViewConfig) -> list[tuple[float, float]]:
+    """torchvision ``ColorJitter``'s factor ranges: ``[max(0, 1 - b), 1 + b]`` for
+    brightness, contrast and saturation, ``[-h, h]`` for hue."""
+    factors = (view.brightness, view.contrast, view.saturation)
+    ranges = [(max(0.0, 1.0 - v), 1.0 + v) for v in factors]
+    return [*ranges, (-view.hue, view.hue)]
+
+
+class BatchedView:
+    """One view: ``view(images, generator)`` maps uint8 ``[B, C, H, W]`` (C = 1 or 3) to
+    normalised float32 ``[B, 3, size, size]`` on the images' device.
+
+    ``antialias=True`` (the default) resamples like the per-sample pipeline's
+    ``RandomResizedCrop(antialias=True)``; ``False`` like plain bilinear interpolation.
+    """
+
+    def __init__(
+        self,
+        view: ViewConfig,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        antialias: bool = True,
+    ) -> None:
+        for name in ("crop_scale", "crop_ratio", "blur_sigma"):
+            lo, hi = getattr(view, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be a positive (min, max) range, got {(lo, hi)}")
+        self.view, self.size, self.antialias = view, size, antialias
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean and std need one value per RGB channel, got {mean}, {std}")
+        self.scale = [1.0 / s for s in std]
+        self.shift = [-m / s for m, s in zip(mean, std, strict=True)]
+        self.kernel_size = blur_kernel_size(size, view.blur_kernel_fraction)
+        self.ranges = jitter_ranges(view)
+        identity = (1.0, 1.0, 1.0, 0.0)
+        # torchvision's ColorJitter skips an op whose range is the single identity value
+        self.enabled = tuple(r != (i, i) for r, i in zip(self.ranges, identity, strict=True))
+
+    def sample(self, batch: int, height: int, width: int, generator: torch.Generator) -> ViewParams:
+        """Draw the parameters of ``batch`` samples from ``generator`` (on its device);
+        the same generator state gives the same parameters."""
+        v = self.view
+        device = generator.device
+        boxes = sample_crop_boxes(batch, height, width, v.crop_scale, v.crop_ratio, generator)
+        u = torch.rand(batch, 5, generator=generator, device=device)
+        order = torch.rand(batch, 4, generator=generator, device=device).argsort(dim=1)
+        lo = torch.tensor([r[0] for r in self.ranges], device=device)
+        hi = torch.tensor([r[1] for r in self.ranges], device=device)
+        factors = lo + (hi - lo) * torch.rand(batch, 4, generator=generator, device=device)
+        s_lo, s_hi = v.blur_sigma
+        sigma = s_lo + (s_hi - s_lo) * torch.rand(batch, generator=generator, device=device)
+        return ViewParams(
+            boxes=boxes,
+            flip=u[:, 0] < v.flip_p,
+            jitter=u[:, 1] < v.jitter_p,
+            order=order,
+            factors=factors,
+            grayscale=u[:, 2] < v.grayscale_p,
+            blur=u[:, 3] < v.blur_p,
+            sigma=sigma,
+            solarize=u[:, 4] < v.solarize_p,
+        )
+
+    def apply(self, images: Tensor, params: ViewParams) -> Tensor:
+        """The view of ``images`` for the given parameters."""
+        images = check_images(images)
+        return self.apply_float(images.to(torch.float32), params, value_range(images))
+
+    @torch.no_grad()
+    def apply_float(self, images: Tensor, params: ViewParams, value_max: float) -> Tensor:
+        """:meth:`apply` on checked float32 images with values in ``[0, value_max]``."""
+        x = resized_crop(
+            images,
+            params.boxes,
+            self.size,
+            flip=params.flip,
+            antialias=self.antialias,
+            scale=1.0 / value_max,
+        )
+        if any(self.enabled) and bool(params.jitter.any()):
+            x = color_jitter_(x, params.order, params.factors, params.jitter, self.enabled)
+        x = _where(params.grayscale, grayscale, x)
+        x = _where(params.blur, lambda y, s: gaussian_blur(y, s, self.kernel_size), x, params.sigma)
+        x = _where(params.solarize, lambda y: solarize(y, self.view.solarize_threshold), x)
+        for c in range(3):  # (x - mean) / std in place, with scalars (fast kernels)
+            x[:, c].mul_(self.scale[c]).add_(self.shift[c])
+        return x
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        height, width = images.shape[-2:]
+        return self.apply(images, self.sample(images.shape[0], height, width, generator))
+
+
+def _where(mask: Tensor, fn: Callable[..., Tensor], x: Tensor, *per_sample: Tensor) -> Tensor:
+    """``fn`` applied to the samples selected by ``mask`` (all, some or none)."""
+    chosen = mask.nonzero().squeeze(1)
+    if chosen.numel() == 0:
+        return x
+    if chosen.numel() == mask.numel():
+        return fn(x, *(p.to(x.device) for p in per_sample))
+    chosen = chosen.to(x.device)
+    args = (p.to(x.device).index_select(0, chosen) for p in per_sample)
+    return x.index_copy_(0, chosen, fn(x.index_select(0, chosen), *args))
+
+
+def value_range(images: Tensor) -> float:
+    """The value of white: 255 for uint8 images, 1 for float ones."""
+    return 255.0 if images.dtype == torch.uint8 else 1.0
+
+
+def check_images(images: Tensor) -> Tensor:
+    """uint8 (or float in [0, 1]) ``[B, C, H, W]`` with C = 1 (expanded) or 3."""
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise TypeError(f"batched views expect uint8 (or float) images, got {images.dtype}")
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"batched views expect a [B, C, H, W] batch with C = 1 or 3, got {tuple(images.shape)}"
+        )
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+class BatchedViews:
+    """All views of a recipe: ``views(images, generator)`` returns one normalised float32
+    ``[B, 3, size, size]`` tensor per configured view, drawn in view order from
+    ``generator`` (give each rank or worker its own generator for its own stream).
+
+    Build it from the per-sample pipeline's config with :meth:`from_config`.
+    """
+
+    def __init__(
+        self,
+        views: Sequence[ViewConfig],
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        antialias: bool = True,
+    ) -> None:
+        if not views:
+            raise ValueError("views must list at least one view")
+        self.size = size
+        self.views = [BatchedView(v, size, mean, std, antialias=antialias) for v in views]
+        self.num_views = len(self.views)
+
+    @classmethod
+    def from_config(
+        cls, cfg: SimCLRViewsConfig, image_size: int | None = None, *, antialias: bool = True
+    ) -> BatchedViews:
+        """The engine for a ``simclr-views`` config (or one derived from it, such as
+        ``byol-views``); ``image_size`` overrides ``cfg.image_size``."""
+        size = image_size if image_size is not None else cfg.image_size
+        if size is None:
+            raise ValueError("image_size must be given (or set views.image_size in the config)")
+        return cls(cfg.views, size, cfg.mean, cfg.std, antialias=antialias)
+
+    def sample(
+        self, batch: int, height: int, width: int, generator: torch.Generator
+    ) -> list[ViewParams]:
+        return [v.sample(batch, height, width, generator) for v in self.views]
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
+        images = check_images(images)
+        batch, _, height, width = images.shape
+        source = images.to(torch.float32)  # converted once for all views
+        return [
+            view.apply_float(
+                source, view.sample(batch, height, width, generator), value_range(images)
+            )
+            for view in self.views
+        ]
