@@ -4,6 +4,7 @@ hostile files refused before anything runs, changed configs refused unless force
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 from pathlib import Path
@@ -185,6 +186,14 @@ def test_resume_refuses_a_changed_config_listing_keys_unless_forced(tmp_path: Pa
         twinfold.load_config(tiny(tmp_path, "r", 2)).model_dump_json(),
         twinfold.load_config(tiny(tmp_path, "other", 2, checkpoint_every=1, resume=True)),
     ) == []
+    # a checkpoint from a version without a key added since: the key is its default
+    older = json.loads(twinfold.load_config(tiny(tmp_path, "r", 2)).model_dump_json())
+    del older["data"]["view_engine"]
+    now = twinfold.load_config(tiny(tmp_path, "r", 2))
+    assert config_changes(json.dumps(older), now) == []
+    older["data"]["num_workers"] = 1  # may change on resume
+    older["data"]["holdout_fraction"] = 0.5
+    assert config_changes(json.dumps(older), now) == ["data.holdout_fraction"]
     changed["run"]["force_resume"] = True
     assert twinfold.train(twinfold.load_config(changed)).steps == 4
 

@@ -383,10 +383,22 @@ def _may_change(key: str, allowed: Iterable[str]) -> bool:
     return any(key == a or key.startswith(a + ".") for a in allowed)
 
 
+def _with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """The saved config re-validated by this version, so a key added since (absent from
+    the file) counts as its default rather than as a change; unchanged if it no longer
+    validates (the raw difference is then reported)."""
+    from twinfold.config import load_config
+
+    try:
+        return json.loads(load_config(saved).model_dump_json())
+    except Exception:
+        return saved
+
+
 def config_changes(saved_json: str, cfg: RunConfig) -> list[str]:
     """Dotted keys whose value differs between the checkpoint's config and ``cfg``,
     without those in :data:`MAY_CHANGE_ON_RESUME`."""
-    saved = json.loads(saved_json)
+    saved = _with_current_defaults(json.loads(saved_json))
     now = json.loads(cfg.model_dump_json())
     return [k for k in _diff(saved, now, "") if not _may_change(k, MAY_CHANGE_ON_RESUME)]
 

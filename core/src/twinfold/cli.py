@@ -88,9 +88,15 @@ def _load(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from twinfold.loop import train
+    from twinfold.loop import train, view_engine
 
     cfg = _load(args)
+    t = cfg.trainer
+    print(
+        f"training on {t.accelerator} x {t.devices} ({t.precision}); views: "
+        f"{view_engine(cfg)} (data.view_engine={cfg.data.view_engine})",
+        flush=True,
+    )
     result = train(cfg)
     m = result.metrics
     print(f"run directory: {result.run_dir}")

@@ -20,12 +20,17 @@ from lightning_fabric import Fabric
 from lightning_fabric.strategies import DDPStrategy
 from tqdm.auto import tqdm
 
+from twinfold.augment import BatchedViews
+from twinfold.builtins.views import SimCLRViewsConfig
 from twinfold.checkpoints import Checkpointer, Checkpoints, check_resume
 from twinfold.config import RunConfig
 from twinfold.data import (
+    BatchedViewsCollate,
     MultiViewDataset,
+    SeededImageDataset,
     build_sources,
     build_train_loader,
+    collate_views,
 )
 from twinfold.data.build import log_skipped_files
 from twinfold.data.folder import count_skipped
@@ -80,6 +85,7 @@ def make_fabric(cfg: RunConfig) -> Fabric:
 def train(cfg: RunConfig, *, registry: Registry | None = None) -> TrainResult:
     """Run ``cfg`` with Lightning Fabric; returns rank 0's result."""
     cfg = resolve_resume(cfg)
+    check_view_engine(cfg)
     if cfg.data.dataset == "folder":  # a missing or empty folder fails before any process
         build_sources(cfg.data)
     if cfg.run.name is not None:  # fail before any process starts
@@ -92,6 +98,46 @@ def train(cfg: RunConfig, *, registry: Registry | None = None) -> TrainResult:
         with ForwardSignals():
             return fabric.launch(_run_with_signals, cfg, registry)
     return fabric.launch(_run_with_signals, cfg, registry)
+
+
+def view_engine(cfg: RunConfig) -> str:
+    """The view engine a run uses: ``data.view_engine``, with ``auto`` resolved to
+    ``batched`` for a ``simclr-views``-family component on fixed-size images (every
+    dataset but ``folder``), else ``per-sample``."""
+    if cfg.data.view_engine != "auto":
+        return cfg.data.view_engine
+    batchable = isinstance(cfg.method.views, SimCLRViewsConfig) and cfg.data.dataset != "folder"
+    return "batched" if batchable else "per-sample"
+
+
+def check_view_engine(cfg: RunConfig) -> None:
+    """``data.view_engine='batched'`` needs a ``simclr-views``-family views component and
+    a dataset of fixed-size images; a :class:`ConfigError` otherwise."""
+    if cfg.data.view_engine != "batched":
+        return
+    problems = []
+    views = cfg.method.views
+    if not isinstance(views, SimCLRViewsConfig):
+        problems.append(
+            (
+                "data.view_engine",
+                f"'batched' supports views components of the simclr-views family "
+                f"(simclr-, byol-, simsiam-, barlow-twins-, vicreg-views), not "
+                f"'{getattr(views, 'name', type(views).__name__)}'; set "
+                "data.view_engine=per-sample or use one of those views components",
+            )
+        )
+    if cfg.data.dataset == "folder":
+        problems.append(
+            (
+                "data.view_engine",
+                "'batched' needs images of one size, and an image folder's images are "
+                "decoded at their own sizes; set data.view_engine=per-sample for "
+                "dataset 'folder'",
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
 
 
 def _run_with_signals(fabric: Fabric, cfg: RunConfig, registry: Registry | None) -> TrainResult:
@@ -139,7 +185,16 @@ def _run(
     sources = build_sources(cfg.data)
     if cfg.data.skip_bad_images:
         log_skipped_files(sources, run.skipped)
-    dataset = MultiViewDataset(sources.train, pipeline, cfg.run.seed)
+    check_view_engine(cfg)
+    engine: BatchedViews | None = None
+    dataset: MultiViewDataset | SeededImageDataset
+    if view_engine(cfg) == "batched":  # views made on the device, seeded per sample
+        engine = BatchedViews.from_config(views_cfg)
+        dataset = SeededImageDataset(sources.train, cfg.run.seed)
+        collate: Any = BatchedViewsCollate(engine)
+    else:
+        dataset = MultiViewDataset(sources.train, pipeline, cfg.run.seed)
+        collate = collate_views
     loader, sampler = build_train_loader(
         dataset,
         batch,
@@ -147,6 +202,7 @@ def _run(
         rank=rank,
         seed=cfg.run.seed,
         num_workers=cfg.data.num_workers,
+        collate_fn=collate,
     )
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
@@ -215,10 +271,15 @@ def _run(
         sampler.set_epoch(epoch, skip=skip * batch)
         dataset.set_epoch(epoch)
         ckpt.epoch_started()
-        for views in loader:
+        for item in loader:
             if step >= end_step:
                 break
-            views = fabric.to_device(views)
+            if engine is not None:  # uint8 batch and per-sample parameters to the device
+                images, _, params = item
+                images = fabric.to_device(images)
+                views = engine.apply(images, [p.to(images.device) for p in params])
+            else:
+                views = fabric.to_device(item)
             factor = schedule.apply(optimizer, step)
             with fabric.autocast():
                 out = method.training_step(views)
@@ -356,4 +417,4 @@ def _evaluate(
     return float(fabric.broadcast(acc, src=0)[0]), feats
 
 
-__all__ = ["TrainResult", "make_fabric", "train"]
+__all__ = ["TrainResult", "make_fabric", "train", "view_engine"]

@@ -35,10 +35,24 @@ def sample_crop_boxes(
         raise ValueError(
             f"crop_scale {scale} and crop_ratio {ratio} must be positive (min, max) ranges"
         )
-    device = generator.device
-    f64 = dict(dtype=torch.float64, device=device)
+    f64 = dict(dtype=torch.float64, device=generator.device)
     u = torch.rand(batch, CROP_TRIES, 2, generator=generator, **f64)
     position = torch.rand(batch, 2, generator=generator, **f64)
+    return crop_boxes_from_uniforms(u, position, height, width, scale, ratio)
+
+
+def crop_boxes_from_uniforms(
+    u: Tensor,
+    position: Tensor,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+) -> Tensor:
+    """:func:`sample_crop_boxes` from its uniform draws: float64 ``u`` ``[batch,
+    CROP_TRIES, 2]`` (area, log-ratio per try) and ``position`` ``[batch, 2]`` (top,
+    left); boxes on their device."""
+    device = u.device
     area = height * width * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])

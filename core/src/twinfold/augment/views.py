@@ -8,7 +8,9 @@ horizontal flip, colour jitter (brightness, contrast, saturation, hue in a rando
 per sample), grayscale, Gaussian blur, solarize, normalisation. The differences: the
 per-sample pipeline rounds to uint8 after each op, here all arithmetic is float32; and
 the parameters come from the caller's generator batch by batch, not from torch's global
-generator reseeded per sample, so views depend on how samples are batched.
+generator reseeded per sample, so views depend on how samples are batched, unless they
+are drawn with :meth:`BatchedViews.sample_per_sample` from one seed per sample (as
+training with ``data.view_engine = "batched"`` does).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import Tensor
 
 from twinfold.augment.blur import gaussian_blur
 from twinfold.augment.color import color_jitter_, grayscale, solarize
-from twinfold.augment.crop import resized_crop, sample_crop_boxes
+from twinfold.augment.crop import CROP_TRIES, crop_boxes_from_uniforms, resized_crop
 from twinfold.builtins.views import SimCLRViewsConfig, ViewConfig, blur_kernel_size
 
 
@@ -51,6 +53,20 @@ class ViewParams:
 
     def to(self, device: torch.device | str) -> ViewParams:
         return ViewParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    @staticmethod
+    def cat(parts: Sequence[ViewParams]) -> ViewParams:
+        """The parameters of the concatenated batches ``parts``, in order."""
+        if not parts:
+            raise ValueError("ViewParams.cat needs at least one part")
+        return ViewParams(
+            **{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(ViewParams)}
+        )
+
+
+UNIFORMS = 14
+"""float32 uniforms per sample and view besides the crop's float64 ones (see
+:meth:`BatchedView.from_uniforms`)."""
 
 
 def jitter_ranges(view: ViewConfig) -> list[tuple[float, float]]:
@@ -96,26 +112,36 @@ class BatchedView:
     def sample(self, batch: int, height: int, width: int, generator: torch.Generator) -> ViewParams:
         """Draw the parameters of ``batch`` samples from ``generator`` (on its device);
         the same generator state gives the same parameters."""
-        v = self.view
         device = generator.device
-        boxes = sample_crop_boxes(batch, height, width, v.crop_scale, v.crop_ratio, generator)
-        u = torch.rand(batch, 5, generator=generator, device=device)
-        order = torch.rand(batch, 4, generator=generator, device=device).argsort(dim=1)
-        lo = torch.tensor([r[0] for r in self.ranges], device=device)
-        hi = torch.tensor([r[1] for r in self.ranges], device=device)
-        factors = lo + (hi - lo) * torch.rand(batch, 4, generator=generator, device=device)
+        f64 = dict(dtype=torch.float64, device=device)
+        crop = torch.rand(batch, CROP_TRIES, 2, generator=generator, **f64)
+        position = torch.rand(batch, 2, generator=generator, **f64)
+        u = [torch.rand(batch, n, generator=generator, device=device) for n in (5, 4, 4, 1)]
+        return self.from_uniforms(crop, position, torch.cat(u, dim=1), height, width)
+
+    def from_uniforms(
+        self, crop: Tensor, position: Tensor, u: Tensor, height: int, width: int
+    ) -> ViewParams:
+        """The parameters for uniform draws in [0, 1): float64 ``crop`` ``[B, 10, 2]``
+        and ``position`` ``[B, 2]`` (see :func:`crop_boxes_from_uniforms`), float32 ``u``
+        ``[B, UNIFORMS]``: 5 for the coin flips (flip, jitter, grayscale, blur,
+        solarize), 4 for the jitter order, 4 for the jitter factors, 1 for sigma."""
+        v = self.view
+        boxes = crop_boxes_from_uniforms(crop, position, height, width, v.crop_scale, v.crop_ratio)
+        coins, order, unit, s = u[:, :5], u[:, 5:9].argsort(dim=1), u[:, 9:13], u[:, 13]
+        lo = torch.tensor([r[0] for r in self.ranges], device=u.device)
+        hi = torch.tensor([r[1] for r in self.ranges], device=u.device)
         s_lo, s_hi = v.blur_sigma
-        sigma = s_lo + (s_hi - s_lo) * torch.rand(batch, generator=generator, device=device)
         return ViewParams(
             boxes=boxes,
-            flip=u[:, 0] < v.flip_p,
-            jitter=u[:, 1] < v.jitter_p,
+            flip=coins[:, 0] < v.flip_p,
+            jitter=coins[:, 1] < v.jitter_p,
             order=order,
-            factors=factors,
-            grayscale=u[:, 2] < v.grayscale_p,
-            blur=u[:, 3] < v.blur_p,
-            sigma=sigma,
-            solarize=u[:, 4] < v.solarize_p,
+            factors=lo + (hi - lo) * unit,
+            grayscale=coins[:, 2] < v.grayscale_p,
+            blur=coins[:, 3] < v.blur_p,
+            sigma=s_lo + (s_hi - s_lo) * s,
+            solarize=coins[:, 4] < v.solarize_p,
         )
 
     def apply(self, images: Tensor, params: ViewParams) -> Tensor:
@@ -214,6 +240,38 @@ class BatchedViews:
         self, batch: int, height: int, width: int, generator: torch.Generator
     ) -> list[ViewParams]:
         return [v.sample(batch, height, width, generator) for v in self.views]
+
+    def sample_per_sample(self, seeds: Sequence[int], height: int, width: int) -> list[ViewParams]:
+        """Parameters of every view for a batch whose sample ``i`` draws its uniforms
+        from its own CPU generator seeded with ``seeds[i]`` (two calls per sample: the
+        crop's float64 uniforms of all views, then the other float32 uniforms of all
+        views), turned into parameters for the whole batch at once: each sample's views
+        depend only on its seed (and the image size), not on the batch it is in or its
+        position there, so they can be seeded per (run seed, epoch, sample index)."""
+        views, crop_n = self.num_views, CROP_TRIES * 2 + 2
+        f64 = torch.empty(len(seeds), views * crop_n, dtype=torch.float64)
+        f32 = torch.empty(len(seeds), views * UNIFORMS)
+        for i, seed in enumerate(seeds):  # two draws per sample, all views at once
+            generator = torch.Generator().manual_seed(int(seed))
+            torch.rand(views * crop_n, generator=generator, dtype=torch.float64, out=f64[i])
+            torch.rand(views * UNIFORMS, generator=generator, out=f32[i])
+        params = []
+        for v, view in enumerate(self.views):
+            crop = f64[:, v * crop_n : (v + 1) * crop_n]
+            tries = crop[:, : 2 * CROP_TRIES].reshape(-1, CROP_TRIES, 2)
+            u = f32[:, v * UNIFORMS : (v + 1) * UNIFORMS]
+            params.append(view.from_uniforms(tries, crop[:, 2 * CROP_TRIES :], u, height, width))
+        return params
+
+    def apply(self, images: Tensor, params: Sequence[ViewParams]) -> list[Tensor]:
+        """Every view of ``images`` for the given parameters (one :class:`ViewParams`
+        per view, on any device)."""
+        if len(params) != self.num_views:
+            raise ValueError(f"expected parameters for {self.num_views} views, got {len(params)}")
+        images = check_images(images)
+        source = images.to(torch.float32)  # converted once for all views
+        white = value_range(images)
+        return [v.apply_float(source, p, white) for v, p in zip(self.views, params, strict=True)]
 
     def __call__(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
         images = check_images(images)

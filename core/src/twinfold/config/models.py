@@ -91,6 +91,13 @@ class DataConfig(StrictModel):
     skip_bad_images: bool = Field(
         False, description="skip (and count) unreadable images instead of failing"
     )
+    view_engine: Literal["auto", "per-sample", "batched"] = Field(
+        "per-sample",
+        description="'batched': uint8 images batched and augmented on the training device "
+        "by twinfold.augment (simclr-views family only, images of one size); 'per-sample': "
+        "views made in the data-loader workers, image by image (torchvision); 'auto': "
+        "batched where it applies, else per-sample. Views are seeded per sample either way",
+    )
 
     @model_validator(mode="after")
     def _needs_root(self) -> DataConfig:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from twinfold.data.base import ImageDecodeError, ImageSource, Subset, split_indices
 from twinfold.data.build import DataSources, build_sources
-from twinfold.data.datasets import MultiViewDataset, PlainDataset, sample_seed
+from twinfold.data.datasets import (
+    MultiViewDataset,
+    PlainDataset,
+    SeededImageDataset,
+    sample_seed,
+)
 from twinfold.data.digits import DigitsSource, digits_splits
 from twinfold.data.folder import FolderSource, decode_file
 from twinfold.data.loaders import (
+    BatchedViewsCollate,
     ResumableSampler,
     build_eval_loader,
     build_train_loader,
@@ -16,6 +22,7 @@ from twinfold.data.loaders import (
 from twinfold.data.torchvision_sets import TorchvisionSource
 
 __all__ = [
+    "BatchedViewsCollate",
     "DataSources",
     "DigitsSource",
     "FolderSource",
@@ -24,6 +31,7 @@ __all__ = [
     "MultiViewDataset",
     "PlainDataset",
     "ResumableSampler",
+    "SeededImageDataset",
     "Subset",
     "TorchvisionSource",
     "build_eval_loader",

@@ -44,6 +44,32 @@ class MultiViewDataset(Dataset[list[Tensor]]):
             return self.pipeline(image)
 
 
+class SeededImageDataset(Dataset[tuple[Tensor, int, int]]):
+    """Item ``i`` is ``(image, i, seed)``: the decoded uint8 ``[3, H, W]`` image (gray
+    ``[1, H, W]`` expanded to RGB) and the seed of its views in the current epoch,
+    :func:`sample_seed` ``(seed, epoch, i)``; for augmenting whole batches on the device
+    (``data.view_engine = "batched"``, see :class:`twinfold.data.loaders.BatchedViewsCollate`)."""
+
+    def __init__(self, source: ImageSource, seed: int) -> None:
+        self.source, self.seed = source, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose seeds ``__getitem__`` returns."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        image = self.source.load(index)
+        if image.dtype != torch.uint8:
+            raise TypeError(f"image sources must give uint8 images, got {image.dtype}")
+        if image.ndim == 3 and image.shape[0] == 1:
+            image = image.expand(3, -1, -1)
+        return image, index, sample_seed(self.seed, self.epoch, index)
+
+
 class PlainDataset(Dataset[tuple[Tensor, int]]):
     """``(pipeline.plain(image), label)``: un-augmented, normalised; label -1 when the
     source is unlabelled."""

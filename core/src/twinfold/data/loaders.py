@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import itertools
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+if TYPE_CHECKING:
+    from twinfold.augment.views import BatchedViews, ViewParams
 
 LOADER_SEED_OFFSET = 0x5EED
 """Offset between the run seed and the seed of a loader's private generator."""
@@ -51,6 +55,32 @@ def collate_views(samples: list[list[Tensor]]) -> list[Tensor]:
     return [torch.stack(views) for views in zip(*samples, strict=True)]
 
 
+class BatchedViewsCollate:
+    """Collates :class:`~twinfold.data.datasets.SeededImageDataset` items to
+    ``(images uint8 [B, 3, H, W], indices int64 [B], params)``, ``params`` holding one
+    :class:`~twinfold.augment.ViewParams` per view, drawn per sample from its seed
+    (:meth:`BatchedViews.sample_per_sample`), so a sample's views do not depend on the
+    batch it lands in. Runs in the data-loader workers (in the training process with
+    ``data.num_workers=0``); the loop applies the engine to the batch on the device."""
+
+    def __init__(self, engine: BatchedViews) -> None:
+        self.engine = engine
+
+    def __call__(
+        self, samples: list[tuple[Tensor, int, int]]
+    ) -> tuple[Tensor, Tensor, list[ViewParams]]:
+        images, indices, seeds = zip(*samples, strict=True)
+        sizes = {tuple(im.shape) for im in images}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"data.view_engine='batched' needs images of one size, got {sorted(sizes)}; "
+                "use data.view_engine='per-sample' for images of differing sizes"
+            )
+        height, width = images[0].shape[-2:]
+        params = self.engine.sample_per_sample(seeds, height, width)
+        return torch.stack(images), torch.tensor(indices, dtype=torch.long), params
+
+
 def collate_labelled(samples: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
     """``[(image, label), ...]`` -> ``(images [B, ...], labels [B] int64)``."""
     images, labels = zip(*samples, strict=True)
@@ -66,6 +96,7 @@ def build_train_loader(
     seed: int,
     num_workers: int,
     generator_free: bool = True,
+    collate_fn: Callable[[list[Any]], Any] = collate_views,
 ) -> tuple[DataLoader, ResumableSampler]:
     """Shuffled, drop-last batches of this rank's share. Before each epoch call
     ``sampler.set_epoch(epoch, skip=...)`` (``skip`` resumes part-way) and
@@ -89,7 +120,7 @@ def build_train_loader(
         sampler=sampler,
         num_workers=num_workers,
         drop_last=True,
-        collate_fn=collate_views,
+        collate_fn=collate_fn,
         worker_init_fn=ignore_stop_signals,
         persistent_workers=False,
         pin_memory=False,
