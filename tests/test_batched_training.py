@@ -54,6 +54,7 @@ def test_views_of_a_sample_do_not_depend_on_its_batch_or_position() -> None:
 # ------------------------------------------------------------ the real loop
 def _config(tmp: Path, name: str, devices: int, batch: int, **extra: dict) -> twinfold.RunConfig:
     trainer = {
+        "precision": "32-true",  # equal up to float32 rounding (bf16: test_fast_path.py)
         "devices": devices,
         "strategy": "ddp_spawn" if devices > 1 else "auto",
         "max_steps": 2,

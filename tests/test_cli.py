@@ -15,6 +15,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from twinfold.fast_path import cpu_bf16_feature
+
 TINY = [
     "data.image_size=16",
     "data.batch_size=64",
@@ -49,6 +51,12 @@ def test_train_end_to_end_writes_the_run_directory(tmp_path: Path) -> None:
     assert "random init" in res.stdout
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["preset"] == "byol-small" and cfg["trainer"]["max_steps"] == 6
+    # the first line says which step settings 'auto' chose here, as config.yaml records
+    fast = "bf16-mixed, channels_last" if cpu_bf16_feature() else "32-true, contiguous"
+    first = res.stdout.splitlines()[0]
+    assert first.startswith(f"training on cpu x 1: {fast} (precision auto: "), first
+    assert first.endswith("views: batched (data.view_engine=auto)"), first
+    assert (cfg["trainer"]["precision"], cfg["data"]["view_engine"]) == (fast.split(",")[0], "auto")
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     losses = [float(r["loss"]) for r in rows if r.get("loss")]
     assert len(losses) == 3 and all(0 <= x <= 8 for x in losses)

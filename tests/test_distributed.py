@@ -142,9 +142,12 @@ def _tiny_config(
 ) -> dict:
     return {
         "preset": preset,
-        "data": {"image_size": 16, "batch_size": batch},
+        # per-sample views (batched ones: tests/test_batched_training.py); float32, where
+        # two processes equal one up to float32 rounding (bf16: tests/test_fast_path.py)
+        "data": {"image_size": 16, "batch_size": batch, "view_engine": "per-sample"},
         "method": _tiny_method(preset),
         "trainer": {
+            "precision": "32-true",
             "devices": devices,
             "strategy": "ddp_spawn" if devices > 1 else "auto",
             "max_steps": steps,

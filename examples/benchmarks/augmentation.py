@@ -11,8 +11,10 @@ augmentation is measured):
   with 2 workers that only stacks uint8 images (the integration for an accelerator:
   augment the device batch); and run inside the 2 workers on each worker's batch (the
   engine as a ``collate_fn``: the CPU-only alternative, one thread per worker);
-- lightly's ``BYOLTransform`` (PIL) in a DataLoader with 2 workers, if ``lightly`` is
-  importable (it is not a dependency; install it yourself to compare).
+- lightly's ``BYOLTransform`` (PIL, per sample) with the same BYOL view parameters
+  (:func:`lightly_byol_transform`) in a DataLoader with 2 workers, collated like the
+  per-sample row, if ``lightly`` is importable (not a dependency:
+  ``pip install -e core[benchmarks]`` or ``pip install lightly``).
 
 Each timing is one pass over all images; the pipelines take turns, repetition by
 repetition, and the table reports medians. Run::
@@ -29,13 +31,14 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from twinfold.augment import BatchedViews
-from twinfold.builtins.views import build_simclr_views
+from twinfold.builtins.views import SimCLRViewsConfig, ViewConfig, build_simclr_views
 from twinfold.data.base import ImageSource
 from twinfold.data.datasets import MultiViewDataset
 from twinfold.data.loaders import collate_views
@@ -139,19 +142,66 @@ def batched_epoch(
     return run
 
 
-def lightly_transform(size: int) -> Callable | None:
+def lightly_byol_transform(cfg: SimCLRViewsConfig, size: int) -> Callable[[Any], list[Tensor]]:
+    """lightly's ``BYOLTransform`` (PIL, per sample) with the parameters of ``cfg``'s two
+    views (BYOL's pair, Grill et al. 2020, Table 6): ``BYOLView1Transform`` from
+    ``cfg.views[0]``, ``BYOLView2Transform`` from ``cfg.views[1]``, ``cfg``'s
+    normalisation, output side ``size``.
+
+    Raises ImportError without lightly, and ValueError for what lightly's constructors
+    cannot express: not two views, a crop area not ending at 1, an aspect-ratio range
+    other than (3/4, 4/3), a solarize threshold other than 0.5 (lightly's 128 inverts the
+    same uint8 values, >= 128, as twinfold's 127.5). What stays different: lightly blurs
+    with PIL's ``GaussianBlur(radius=sigma)``, whose support grows with sigma, where
+    twinfold's kernel side is ``blur_kernel_fraction`` of the image (3 px at 16-32 px)."""
+    from lightly.transforms.byol_transform import (
+        BYOLTransform,
+        BYOLView1Transform,
+        BYOLView2Transform,
+    )
+
+    if len(cfg.views) != 2:
+        raise ValueError(f"lightly's BYOLTransform makes 2 views, the config {len(cfg.views)}")
+
+    def arguments(view: ViewConfig) -> dict[str, Any]:
+        if view.crop_scale[1] != 1.0:
+            raise ValueError(f"lightly crops areas (min_scale, 1.0); got {view.crop_scale}")
+        if not all(abs(a - b) < 1e-9 for a, b in zip(view.crop_ratio, (3 / 4, 4 / 3))):
+            raise ValueError(f"lightly crops aspect ratios (3/4, 4/3); got {view.crop_ratio}")
+        if view.solarize_threshold != 0.5:
+            raise ValueError(f"lightly solarizes at 128; got {view.solarize_threshold}")
+        return {
+            "input_size": size,
+            "cj_prob": view.jitter_p,
+            "cj_strength": 1.0,
+            "cj_bright": view.brightness,
+            "cj_contrast": view.contrast,
+            "cj_sat": view.saturation,
+            "cj_hue": view.hue,
+            "min_scale": view.crop_scale[0],
+            "random_gray_scale": view.grayscale_p,
+            "gaussian_blur": view.blur_p,
+            "solarization_prob": view.solarize_p,
+            "sigmas": tuple(view.blur_sigma),
+            "hf_prob": view.flip_p,
+            "vf_prob": 0.0,
+            "rr_prob": 0.0,
+            "normalize": {"mean": list(cfg.mean), "std": list(cfg.std)},
+        }
+
+    return BYOLTransform(
+        view_1_transform=BYOLView1Transform(**arguments(cfg.views[0])),
+        view_2_transform=BYOLView2Transform(**arguments(cfg.views[1])),
+    )
+
+
+def lightly_version() -> str | None:
+    """The installed lightly version, or None when it is not importable."""
     try:
-        from lightly.transforms.byol_transform import (
-            BYOLTransform,
-            BYOLView1Transform,
-            BYOLView2Transform,
-        )
+        import lightly
     except ImportError:
         return None
-    return BYOLTransform(
-        view_1_transform=BYOLView1Transform(input_size=size),
-        view_2_transform=BYOLView2Transform(input_size=size),
-    )
+    return str(lightly.__version__)
 
 
 def measure(pipelines: dict[str, Callable[[], int]], repeats: int) -> dict[str, list[float]]:
@@ -169,7 +219,9 @@ def measure(pipelines: dict[str, Callable[[], int]], repeats: int) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 96])
     parser.add_argument(
         "--images",
@@ -189,7 +241,8 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {threads} intra-op threads (batched engine), "
-        f"{args.workers} data-loader workers (1 thread each), batch {args.batch_size}"
+        f"{args.workers} data-loader workers (1 thread each), batch {args.batch_size}, "
+        f"lightly {lightly_version() or 'not installed'}"
     )
     medians: dict[int, dict[str, float]] = {}
     rows = []
@@ -219,8 +272,11 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
         pipelines[f"batched engine in {args.workers} workers (collate_fn)"] = epoch_of(
             loader(Images(images), b, args.workers, AugmentBatch(engine))
         )
-        lightly = lightly_transform(size)
         lightly_name = f"lightly BYOLTransform, {args.workers} workers"
+        try:
+            lightly: Callable | None = lightly_byol_transform(cfg, size)
+        except ImportError:
+            lightly = None
         if lightly is not None:
             pipelines[lightly_name] = epoch_of(
                 loader(PILViews(images, lightly), b, args.workers, collate_views)

@@ -337,8 +337,15 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             "program or an older twinfold. Start a new run."
         )
     problems = []
-    for key, kind in (("step", int), ("world_size", int), ("config", str), ("online", dict),
-                      ("optimizer", dict), ("rng", dict), ("components", dict)):
+    for key, kind in (
+        ("step", int),
+        ("world_size", int),
+        ("config", str),
+        ("online", dict),
+        ("optimizer", dict),
+        ("rng", dict),
+        ("components", dict),
+    ):
         if not isinstance(state.get(key), kind):
             problems.append(f"'{key}' should be a {kind.__name__}")
     if problems:
@@ -385,12 +392,15 @@ def _may_change(key: str, allowed: Iterable[str]) -> bool:
 
 def _with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     """The saved config re-validated by this version, so a key added since (absent from
-    the file) counts as its default rather than as a change; unchanged if it no longer
-    validates (the raw difference is then reported)."""
+    the file) counts as its default (an ``auto`` step setting as resolved here) rather
+    than as a change; unchanged if it no longer validates (the raw difference is then
+    reported)."""
     from twinfold.config import load_config
+    from twinfold.fast_path import with_fast_settings
 
     try:
-        return json.loads(load_config(saved).model_dump_json())
+        resolved, _ = with_fast_settings(load_config(saved))  # 'auto' as this machine has it
+        return json.loads(resolved.model_dump_json())
     except Exception:
         return saved
 
@@ -398,8 +408,10 @@ def _with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
 def config_changes(saved_json: str, cfg: RunConfig) -> list[str]:
     """Dotted keys whose value differs between the checkpoint's config and ``cfg``,
     without those in :data:`MAY_CHANGE_ON_RESUME`."""
+    from twinfold.fast_path import with_fast_settings
+
     saved = _with_current_defaults(json.loads(saved_json))
-    now = json.loads(cfg.model_dump_json())
+    now = json.loads(with_fast_settings(cfg)[0].model_dump_json())
     return [k for k in _diff(saved, now, "") if not _may_change(k, MAY_CHANGE_ON_RESUME)]
 
 

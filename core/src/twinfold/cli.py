@@ -88,12 +88,14 @@ def _load(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from twinfold.fast_path import resolve_fast_settings
     from twinfold.loop import train, view_engine
 
     cfg = _load(args)
     t = cfg.trainer
+    fast = resolve_fast_settings(cfg)
     print(
-        f"training on {t.accelerator} x {t.devices} ({t.precision}); views: "
+        f"training on {fast.accelerator} x {t.devices}: {fast.describe()}; views: "
         f"{view_engine(cfg)} (data.view_engine={cfg.data.view_engine})",
         flush=True,
     )
@@ -165,22 +167,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 [("--k", f"{k} must be between 1 and the {len(feats.train)} training samples")]
             )
         top1 = knn_top1(
-            feats.train, feats.train_labels, feats.test, feats.test_labels,
-            k=k, temperature=temperature,
+            feats.train,
+            feats.train_labels,
+            feats.test,
+            feats.test_labels,
+            k=k,
+            temperature=temperature,
         )
         result.update(metric="knn_top1", k=k, temperature=temperature, top1=top1)
         label = f"kNN top-1 (k={k}, cosine, T={temperature})"
     else:
         try:
             probe = linear_probe(
-                feats.train, feats.train_labels, feats.test, feats.test_labels,
-                weight_decay=args.weight_decay, max_iter=args.max_iter,
+                feats.train,
+                feats.train_labels,
+                feats.test,
+                feats.test_labels,
+                weight_decay=args.weight_decay,
+                max_iter=args.max_iter,
             )
         except ValueError as exc:
             raise ConfigError([("data", str(exc))]) from None
         result.update(
-            metric="linear_top1", top1=probe.top1, train_top1=probe.train_top1,
-            weight_decay=args.weight_decay, iterations=probe.iterations,
+            metric="linear_top1",
+            top1=probe.top1,
+            train_top1=probe.train_top1,
+            weight_decay=args.weight_decay,
+            iterations=probe.iterations,
         )
         label = f"linear-probe top-1 (L-BFGS, weight decay {args.weight_decay})"
     if args.json:
@@ -199,7 +212,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     trained = open_trained(args.source)
     out = write_backbone(
-        trained.backbone, trained.config, args.out,
+        trained.backbone,
+        trained.config,
+        args.out,
         {"step": trained.step, "source": str(trained.source)},
     )
     print(f"wrote {out} and {sidecar_path(out)}")

@@ -39,6 +39,7 @@ from twinfold.evaluation import knn_top1
 from twinfold.evaluation.health import CollapseWatch, health_metrics
 from twinfold.evaluation.offline import LabelledFeatures, labelled_features
 from twinfold.export import write_backbone
+from twinfold.fast_path import apply_step_settings, resolve_fast_settings, with_fast_settings
 from twinfold.method import SiameseMethod, build_method
 from twinfold.metric_sinks import MetricSinks, default_loggers
 from twinfold.optim import build_optimizer, lr_scale
@@ -78,12 +79,15 @@ def make_fabric(cfg: RunConfig) -> Fabric:
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=strategy,
-        precision=t.precision,  # type: ignore[arg-type]
+        precision=resolve_fast_settings(cfg).precision,  # type: ignore[arg-type]
     )
 
 
 def train(cfg: RunConfig, *, registry: Registry | None = None) -> TrainResult:
-    """Run ``cfg`` with Lightning Fabric; returns rank 0's result."""
+    """Run ``cfg`` with Lightning Fabric; returns rank 0's result. ``auto`` step
+    settings (precision, channels_last) are resolved for this machine first
+    (:mod:`twinfold.fast_path`) and recorded resolved in the run's ``config.yaml``."""
+    cfg, _ = with_fast_settings(cfg)
     cfg = resolve_resume(cfg)
     check_view_engine(cfg)
     if cfg.data.dataset == "folder":  # a missing or empty folder fails before any process
@@ -227,8 +231,12 @@ def _run(
         method.online_raw = convert_sync_batchnorm(method.online_raw, fabric.device)
         if method.target is not None:
             method.target = convert_sync_batchnorm(method.target, fabric.device)
+    apply_step_settings(method, cfg.trainer)
     optimizer = build_optimizer(
-        method.online_raw, cfg.optimizer, lr_scale(cfg.schedule, batch * world)
+        method.online_raw,
+        cfg.optimizer,
+        lr_scale(cfg.schedule, batch * world),
+        device_type=fabric.device.type,
     )
     method.online, optimizer = fabric.setup(method.online_raw, optimizer)
     if method.target is not None:
@@ -280,6 +288,8 @@ def _run(
                 views = engine.apply(images, [p.to(images.device) for p in params])
             else:
                 views = fabric.to_device(item)
+            if cfg.trainer.channels_last:
+                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
             factor = schedule.apply(optimizer, step)
             with fabric.autocast():
                 out = method.training_step(views)
@@ -397,15 +407,14 @@ def _evaluate(
         return None, None
     acc = torch.zeros(1)
     feats = None
-    if fabric.is_global_zero:
-        with fabric.autocast():
-            feats = labelled_features(
-                cfg,
-                backbone or method.backbone,
-                device=fabric.device,
-                sources=sources,
-                pipeline=pipeline,
-            )
+    if fabric.is_global_zero:  # no autocast: as `twinfold eval` computes it afterwards
+        feats = labelled_features(
+            cfg,
+            backbone or method.backbone,
+            device=fabric.device,
+            sources=sources,
+            pipeline=pipeline,
+        )
         acc[0] = knn_top1(
             feats.train,
             feats.train_labels,

@@ -196,18 +196,47 @@ class LARS(torch.optim.Optimizer):
         torch._foreach_add_(params, bufs, alpha=-group["lr"])
 
 
-def build_optimizer(module: nn.Module, cfg: OptimizerConfig, scale: float) -> torch.optim.Optimizer:
+FUSED_DEVICES = frozenset({"cpu", "cuda"})
+"""Devices on which torch has fused SGD and AdamW kernels that ``implementation='auto'``
+uses (one kernel for all parameters instead of a Python loop over them)."""
+
+
+def kernel_options(cfg: OptimizerConfig, device_type: str) -> dict[str, bool | None]:
+    """The ``fused`` / ``foreach`` keyword arguments for ``cfg.implementation`` on
+    ``device_type``; empty for torch's own default."""
+    impl = cfg.implementation
+    if impl == "auto":
+        if cfg.name == "lars":
+            return {"foreach": None}  # multi-tensor kernels on accelerators
+        return {"fused": True} if device_type in FUSED_DEVICES else {}
+    if impl == "fused":
+        if cfg.name == "lars":
+            raise ValueError(
+                "optimizer.implementation 'fused' is not available for lars; "
+                "use 'foreach' or 'auto'"
+            )
+        return {"fused": True}
+    return {"foreach": impl == "foreach"}
+
+
+def build_optimizer(
+    module: nn.Module, cfg: OptimizerConfig, scale: float, device_type: str = "cpu"
+) -> torch.optim.Optimizer:
     """The optimizer named by ``cfg`` over :func:`param_groups` of ``module``: SGD with
-    momentum, AdamW (Loshchilov & Hutter 2019) with ``cfg.betas``, or :class:`LARS`.
-    Multi-tensor kernels are left to torch's default (used on accelerators)."""
+    momentum, AdamW (Loshchilov & Hutter 2019) with ``cfg.betas``, or :class:`LARS`,
+    with the kernels of ``cfg.implementation`` for parameters on ``device_type`` (see
+    :func:`kernel_options`; every choice computes the same update up to rounding)."""
     groups = param_groups(module, cfg, scale)
     peak = cfg.lr * scale
+    kernels = kernel_options(cfg, device_type)
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            groups, lr=peak, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            groups, lr=peak, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kernels
         )
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=peak, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(
+            groups, lr=peak, betas=cfg.betas, weight_decay=cfg.weight_decay, **kernels
+        )
     if cfg.name == "lars":
         return LARS(
             groups,
@@ -215,5 +244,6 @@ def build_optimizer(module: nn.Module, cfg: OptimizerConfig, scale: float) -> to
             weight_decay=cfg.weight_decay,
             momentum=cfg.momentum,
             trust_coefficient=cfg.trust_coefficient,
+            foreach=kernels.get("foreach"),
         )
     raise ValueError(f"unknown optimizer {cfg.name!r}; choose sgd, adamw or lars")

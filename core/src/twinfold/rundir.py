@@ -112,8 +112,7 @@ def resolve_resume(cfg: RunConfig) -> RunConfig:
     from twinfold.checkpoints import Checkpoints
 
     found = cfg.run.name is not None and (
-        Checkpoints(Path(cfg.run.output_dir) / cfg.run.name / CHECKPOINT_DIR).latest()
-        is not None
+        Checkpoints(Path(cfg.run.output_dir) / cfg.run.name / CHECKPOINT_DIR).latest() is not None
     )
     update = {"resume": True} if found else {"resume": False, "overwrite": True}
     return cfg.model_copy(update={"run": cfg.run.model_copy(update=update)})

@@ -138,8 +138,11 @@ def agree(
     bad_loss = ~torch.isfinite(loss.detach()).all()
     bad_grad = ~grads_finite(module) if check_grads else torch.tensor(False)
     local = torch.stack(
-        [bad_loss.to(device).long(), bad_grad.to(device).long(),
-         torch.tensor(received or 0, device=device)]
+        [
+            bad_loss.to(device).long(),
+            bad_grad.to(device).long(),
+            torch.tensor(received or 0, device=device),
+        ]
     )
     flags = gather_ranks(local).cpu().tolist()
     verdict = StepVerdict(

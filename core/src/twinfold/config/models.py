@@ -92,7 +92,7 @@ class DataConfig(StrictModel):
         False, description="skip (and count) unreadable images instead of failing"
     )
     view_engine: Literal["auto", "per-sample", "batched"] = Field(
-        "per-sample",
+        "auto",
         description="'batched': uint8 images batched and augmented on the training device "
         "by twinfold.augment (simclr-views family only, images of one size); 'per-sample': "
         "views made in the data-loader workers, image by image (torchvision); 'auto': "
@@ -161,6 +161,20 @@ class OptimizerConfig(StrictModel):
         default_factory=list,
         description="online sub-modules (e.g. 'predictor') that keep their initial lr",
     )
+    implementation: Literal["auto", "fused", "foreach", "for-loop"] = Field(
+        "auto",
+        description="optimizer kernels; 'auto': fused for sgd and adamw where torch has "
+        "them for the device, multi-tensor (foreach) LARS on accelerators",
+    )
+
+    @model_validator(mode="after")
+    def _kernels_exist(self) -> OptimizerConfig:
+        if self.name == "lars" and self.implementation == "fused":
+            raise ValueError(
+                "optimizer.implementation 'fused' is not available for lars; use 'foreach' "
+                "or 'auto'"
+            )
+        return self
 
 
 class ScheduleConfig(StrictModel):
@@ -174,6 +188,21 @@ class ScheduleConfig(StrictModel):
     reference_batch_size: int = Field(256, ge=1)
 
 
+Precision = Literal[
+    "auto",
+    "32-true",
+    "bf16-mixed",
+    "16-mixed",
+    "bf16-true",
+    "16-true",
+    "64-true",
+    "transformer-engine",
+    "transformer-engine-float16",
+]
+
+PRECISION_ALIASES = {"64": "64-true", "32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+
+
 class TrainerConfig(StrictModel):
     """Lightning Fabric settings and the length of training."""
 
@@ -181,12 +210,27 @@ class TrainerConfig(StrictModel):
     devices: int | str = 1
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: Precision = Field(
+        "auto",
+        description="Fabric precision; 'auto': bf16-mixed where the device multiplies bf16 "
+        "natively (CUDA compute capability >= 8.0, CPUs with AMX-BF16/AVX512-BF16), else "
+        "32-true",
+    )
+    channels_last: bool | Literal["auto"] = Field(
+        "auto",
+        description="NHWC memory format for the networks and views; 'auto': on with 16-bit "
+        "mixed precision on CPU and CUDA",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the encoder and heads (slow start, may be faster)"
+    )
     sync_batchnorm: bool = Field(True, description="convert BatchNorm to SyncBatchNorm")
     epochs: int = Field(100, ge=1)
     max_steps: int | None = Field(None, ge=1, description="train for at most this many steps")
     stop_after: int | None = Field(
-        None, ge=1, description="end this invocation after this global step, keeping the "
+        None,
+        ge=1,
+        description="end this invocation after this global step, keeping the "
         "schedule of the whole run (for job time limits); continue with run.resume=true",
     )
     log_every: int = Field(10, ge=1, description="steps between metric rows")
@@ -199,6 +243,12 @@ class TrainerConfig(StrictModel):
         "mismatched collective)",
     )
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_alias(cls, value: Any) -> Any:
+        """Fabric's short forms (32, "16", "bf16", ...) as its canonical names."""
+        return PRECISION_ALIASES.get(str(value), value) if isinstance(value, int | str) else value
 
 
 class RunSettings(StrictModel):
@@ -222,8 +272,10 @@ class RunSettings(StrictModel):
         "that change the computation (they are listed in the error otherwise)",
     )
     keep_checkpoints: int = Field(
-        1, ge=1, description="checkpoint files kept: the newest N step-*.ckpt (last.ckpt "
-        "always holds the newest)"
+        1,
+        ge=1,
+        description="checkpoint files kept: the newest N step-*.ckpt (last.ckpt "
+        "always holds the newest)",
     )
     tensorboard: Literal["auto", "on", "off"] = Field(
         "auto",
