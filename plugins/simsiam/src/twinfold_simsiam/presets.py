@@ -55,7 +55,9 @@ SIMSIAM_SMALL = Preset(
     summary="SimSiam on the embedded digits, small CNN, a few CPU minutes",
     paper=PAPER,
     config={
-        "data": {"dataset": "digits", "image_size": 16, "batch_size": 128},
+        # 32 px: at 16 px the recipe beat random init (~89%) in one run of six (seeds
+        # 0-2, both view engines); at 32 px seeds 0-2 gain 9-14 points
+        "data": {"dataset": "digits", "image_size": 32, "batch_size": 128},
         "method": {
             "encoder": {"name": "small-cnn", "widths": [32, 64, 128], "blocks_per_stage": 1},
             "projector": {"name": "simsiam-projector", "hidden_dims": [512, 512], "out_dim": 512},
@@ -77,7 +79,7 @@ SIMSIAM_SMALL = Preset(
         "evaluation": {"every_n_epochs": 5},
     },
     deviations=(
-        "Not the paper's recipe: embedded 8x8 digits upscaled to 16 px, a small residual CNN, "
+        "Not the paper's recipe: embedded 8x8 digits upscaled to 32 px, a small residual CNN, "
         "a 512-512-512 projector and a 512-128-512 predictor, batch 128, 30 epochs, base lr "
         "0.5 (0.25 after the x B/256 scaling) instead of 0.05.",
         "Views: crop area (0.3, 1), no flip, no hue/saturation jitter and no grayscale "
