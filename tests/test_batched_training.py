@@ -16,6 +16,7 @@ from twinfold import ConfigError
 from twinfold.augment import BatchedViews
 from twinfold.components import AugmentationConfig
 from twinfold.data import BatchedViewsCollate, SeededImageDataset, digits_splits
+from twinfold.loop import view_engine
 
 
 # ------------------------------------------------------------ views of a sample
@@ -142,21 +143,81 @@ class _OtherViewsConfig(AugmentationConfig):
     name: Literal["other-views"] = "other-views"
 
 
-def test_batched_views_refuse_other_views_components_and_image_folders(tmp_path: Path) -> None:
+def test_batched_views_refuse_other_views_components(tmp_path: Path) -> None:
     cfg = _config(tmp_path, "other", 1, 32)
     other = cfg.model_copy(
         update={"method": cfg.method.model_copy(update={"views": _OtherViewsConfig()})}
     )
     with pytest.raises(ConfigError, match=r"data\.view_engine: 'batched' supports .*'other-views'"):
         twinfold.train(other)
-    (tmp_path / "images").mkdir()
-    folder = _config(tmp_path, "folder", 1, 32, data={"dataset": "folder", "root": tmp_path})
-    with pytest.raises(ConfigError, match=r"data\.view_engine: 'batched' needs images of one"):
-        twinfold.train(folder)
-    assert not (tmp_path / "other").exists() and not (tmp_path / "folder").exists()
-    # the per-sample engine accepts the same folder config up to the missing images
-    per_sample = folder.model_copy(
-        update={"data": folder.data.model_copy(update={"view_engine": "per-sample"})}
-    )
-    with pytest.raises(ConfigError, match=r"data\.root: no images"):
-        twinfold.train(per_sample)
+    assert not (tmp_path / "other").exists()
+
+
+# ------------------------------------------------------------ image folders
+def _write_folder(root: Path, count: int = 24) -> None:
+    """PNG files of several sizes (one grey) and one JPEG on disk (written by Pillow)."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    root.mkdir(parents=True)
+    for i in range(count):
+        h, w = [(20, 28), (32, 32), (17, 40), (48, 24)][i % 4]
+        pixels = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=gen).numpy()
+        image = Image.fromarray(pixels[..., 0] if i == 5 else pixels)
+        image.save(root / f"img{i:02d}.{'jpg' if i == 6 else 'png'}")
+
+
+def test_folder_views_are_cropped_per_image_and_do_not_depend_on_the_batch(
+    tmp_path: Path,
+) -> None:
+    from twinfold.data import CroppedViewsCollate, FolderSource
+
+    _write_folder(tmp_path / "pics")
+    dataset = SeededImageDataset(FolderSource(tmp_path / "pics"), seed=3)
+    engine = _engine()
+    collate = CroppedViewsCollate(engine)
+
+    def views(indices: list[int]) -> list[torch.Tensor]:
+        crops, got, params = collate([dataset[i] for i in indices])
+        assert got.tolist() == indices and len(crops) == 2
+        assert all(c.dtype == torch.uint8 and c.shape == (len(indices), 3, 16, 16) for c in crops)
+        assert all(torch.equal(p.boxes[0], torch.tensor([0, 0, 16, 16])) for p in params)
+        return engine.apply_views(crops, params)
+
+    ref = views(list(range(24)))
+    order = [13, 2, 7, 21, 5, 6]
+    part = views(order)
+    for v in range(2):
+        assert torch.equal(part[v], ref[v][order]), v
+    assert not torch.equal(ref[0], ref[1])
+    # a same-size image gets the parameters its seed gives in a batch of its own size,
+    # and cropping per image then resizing on the device agrees with the engine's own
+    # crop to uint8 rounding (half a level, grown by jitter factors up to 1.4 and
+    # contrast; x2 by the normalisation's std 0.5)
+    same = [i for i in range(24) if i % 4 == 1]  # the 32 x 32 images
+    images = torch.stack([dataset[i][0] for i in same])
+    seeds = [dataset[i][2] for i in same]
+    direct = engine.apply(images, engine.sample_per_sample(seeds, 32, 32))
+    got = views(same)
+    for v in range(2):
+        diff = (got[v] - direct[v]).abs()
+        assert diff.max() <= 4 / 255 and diff.mean() <= 1 / 255, (v, diff.max(), diff.mean())
+
+
+def test_folder_trains_with_batched_views_by_default(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "pics")
+    cfg = twinfold.load_config({
+        "preset": "byol-small",
+        "data": {"dataset": "folder", "root": str(tmp_path / "pics"), "image_size": 16,
+                 "batch_size": 8, "num_workers": 2},
+        "method": {"encoder": {"widths": [8, 16]},
+                   "projector": {"hidden_dims": [32], "out_dim": 16},
+                   "predictor": {"hidden_dims": [32], "out_dim": 16}},
+        "trainer": {"precision": "32-true", "max_steps": 4, "epochs": 2, "progress_bar": False,
+                    "log_every": 1},
+        "run": {"output_dir": str(tmp_path), "name": "folder", "plots": False},
+        "evaluation": {"at_end": False, "every_n_epochs": 0},
+    })
+    assert view_engine(cfg) == "batched"
+    losses = [x for _, x in _losses(twinfold.train(cfg).run_dir)]
+    assert len(losses) == 4 and all(0 < x < 8 for x in losses)

@@ -10,7 +10,10 @@ augmentation is measured):
   process (torch intra-op threads = all cores), fed from memory, and fed by a DataLoader
   with 2 workers that only stacks uint8 images (the integration for an accelerator:
   augment the device batch); and run inside the 2 workers on each worker's batch (the
-  engine as a ``collate_fn``: the CPU-only alternative, one thread per worker);
+  engine as a ``collate_fn``: the CPU-only alternative, one thread per worker); and the
+  image-folder path, where the 2 workers draw each sample's parameters from its seed and
+  crop every image to every view (``CroppedViewsCollate``) and the main process runs the
+  rest of the views (``BatchedViews.apply_views``);
 - lightly's ``BYOLTransform`` (PIL, per sample) with the same BYOL view parameters
   (:func:`lightly_byol_transform`) in a DataLoader with 2 workers, collated like the
   per-sample row, if ``lightly`` is importable (not a dependency:
@@ -40,8 +43,8 @@ from torch.utils.data import DataLoader, Dataset
 from twinfold.augment import BatchedViews
 from twinfold.builtins.views import SimCLRViewsConfig, ViewConfig, build_simclr_views
 from twinfold.data.base import ImageSource
-from twinfold.data.datasets import MultiViewDataset
-from twinfold.data.loaders import collate_views
+from twinfold.data.datasets import MultiViewDataset, SeededImageDataset
+from twinfold.data.loaders import CroppedViewsCollate, collate_views
 from twinfold_byol.views import BYOLViewsConfig
 
 
@@ -136,6 +139,21 @@ def batched_epoch(
         n = 0
         for images in batches():
             views = engine(images, generator)
+            n += views[0].shape[0]
+        return n
+
+    return run
+
+
+def folder_epoch(engine: BatchedViews, batches: DataLoader) -> Callable[[], int]:
+    """What training on an image folder does: the workers draw each sample's parameters
+    and crop every image to every view (:class:`CroppedViewsCollate`), the main process
+    runs the rest of the views on the batches (:meth:`BatchedViews.apply_views`)."""
+
+    def run() -> int:
+        n = 0
+        for crops, _, params in batches:
+            views = engine.apply_views(crops, params)
             n += views[0].shape[0]
         return n
 
@@ -271,6 +289,15 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
         }
         pipelines[f"batched engine in {args.workers} workers (collate_fn)"] = epoch_of(
             loader(Images(images), b, args.workers, AugmentBatch(engine))
+        )
+        folder_loader = loader(
+            SeededImageDataset(TensorSource(images), args.seed),
+            b,
+            args.workers,
+            CroppedViewsCollate(engine),
+        )
+        pipelines[f"folder path: per-image crops in {args.workers} workers"] = folder_epoch(
+            engine, folder_loader
         )
         lightly_name = f"lightly BYOLTransform, {args.workers} workers"
         try:

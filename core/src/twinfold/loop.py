@@ -26,6 +26,7 @@ from twinfold.checkpoints import Checkpointer, Checkpoints, check_resume
 from twinfold.config import RunConfig
 from twinfold.data import (
     BatchedViewsCollate,
+    CroppedViewsCollate,
     MultiViewDataset,
     SeededImageDataset,
     build_sources,
@@ -106,17 +107,15 @@ def train(cfg: RunConfig, *, registry: Registry | None = None) -> TrainResult:
 
 def view_engine(cfg: RunConfig) -> str:
     """The view engine a run uses: ``data.view_engine``, with ``auto`` resolved to
-    ``batched`` for a ``simclr-views``-family component on fixed-size images (every
-    dataset but ``folder``), else ``per-sample``."""
+    ``batched`` for a ``simclr-views``-family component, else ``per-sample``."""
     if cfg.data.view_engine != "auto":
         return cfg.data.view_engine
-    batchable = isinstance(cfg.method.views, SimCLRViewsConfig) and cfg.data.dataset != "folder"
-    return "batched" if batchable else "per-sample"
+    return "batched" if isinstance(cfg.method.views, SimCLRViewsConfig) else "per-sample"
 
 
 def check_view_engine(cfg: RunConfig) -> None:
-    """``data.view_engine='batched'`` needs a ``simclr-views``-family views component and
-    a dataset of fixed-size images; a :class:`ConfigError` otherwise."""
+    """``data.view_engine='batched'`` needs a ``simclr-views``-family views component; a
+    :class:`ConfigError` otherwise."""
     if cfg.data.view_engine != "batched":
         return
     problems = []
@@ -129,15 +128,6 @@ def check_view_engine(cfg: RunConfig) -> None:
                 f"(simclr-, byol-, simsiam-, barlow-twins-, vicreg-views), not "
                 f"'{getattr(views, 'name', type(views).__name__)}'; set "
                 "data.view_engine=per-sample or use one of those views components",
-            )
-        )
-    if cfg.data.dataset == "folder":
-        problems.append(
-            (
-                "data.view_engine",
-                "'batched' needs images of one size, and an image folder's images are "
-                "decoded at their own sizes; set data.view_engine=per-sample for "
-                "dataset 'folder'",
             )
         )
     if problems:
@@ -195,7 +185,9 @@ def _run(
     if view_engine(cfg) == "batched":  # views made on the device, seeded per sample
         engine = BatchedViews.from_config(views_cfg)
         dataset = SeededImageDataset(sources.train, cfg.run.seed)
-        collate: Any = BatchedViewsCollate(engine)
+        # images of differing sizes (folders) are cropped per image in the workers
+        folder = cfg.data.dataset == "folder"
+        collate: Any = (CroppedViewsCollate if folder else BatchedViewsCollate)(engine)
     else:
         dataset = MultiViewDataset(sources.train, pipeline, cfg.run.seed)
         collate = collate_views
@@ -285,7 +277,11 @@ def _run(
             if engine is not None:  # uint8 batch and per-sample parameters to the device
                 images, _, params = item
                 images = fabric.to_device(images)
-                views = engine.apply(images, [p.to(images.device) for p in params])
+                params = [p.to(fabric.device) for p in params]
+                if isinstance(images, list):  # one batch of crops per view (folders)
+                    views = engine.apply_views(images, params)
+                else:
+                    views = engine.apply(images, params)
             else:
                 views = fabric.to_device(item)
             if cfg.trainer.channels_last:

@@ -16,9 +16,10 @@ training with ``data.view_engine = "batched"`` does).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
+import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 from twinfold.augment.blur import gaussian_blur
@@ -53,6 +54,18 @@ class ViewParams:
 
     def to(self, device: torch.device | str) -> ViewParams:
         return ViewParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def select(self, index: Tensor) -> ViewParams:
+        """The parameters of the samples ``index`` (int64 ``[k]``), in that order."""
+        return ViewParams(
+            **{f.name: getattr(self, f.name).index_select(0, index) for f in fields(self)}
+        )
+
+    def with_full_boxes(self, size: int) -> ViewParams:
+        """The same parameters with every crop box the whole ``size x size`` image: for
+        views already cropped and resized (see :meth:`BatchedViews.crop_per_sample`)."""
+        boxes = torch.tensor([0, 0, size, size], dtype=torch.int64, device=self.boxes.device)
+        return replace(self, boxes=boxes.expand_as(self.boxes).clone())
 
     @staticmethod
     def cat(parts: Sequence[ViewParams]) -> ViewParams:
@@ -248,6 +261,30 @@ class BatchedViews:
         views), turned into parameters for the whole batch at once: each sample's views
         depend only on its seed (and the image size), not on the batch it is in or its
         position there, so they can be seeded per (run seed, epoch, sample index)."""
+        return self._params(*self._uniforms(seeds), height, width)
+
+    def sample_per_sample_sizes(
+        self, seeds: Sequence[int], sizes: Sequence[tuple[int, int]]
+    ) -> list[ViewParams]:
+        """:meth:`sample_per_sample` for images of differing sizes: sample ``i`` is
+        ``sizes[i]`` = (height, width); the same draws, so a sample's parameters equal
+        those :meth:`sample_per_sample` gives it in a batch of its own size."""
+        f64, f32 = self._uniforms(seeds)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, size in enumerate(sizes):
+            groups.setdefault((int(size[0]), int(size[1])), []).append(i)
+        order = torch.tensor([i for rows in groups.values() for i in rows], dtype=torch.long)
+        parts = [
+            self._params(f64[rows], f32[rows], height, width)
+            for (height, width), rows in groups.items()
+        ]
+        back = torch.empty_like(order)
+        back[order] = torch.arange(len(order))
+        return [
+            ViewParams.cat([part[v] for part in parts]).select(back) for v in range(self.num_views)
+        ]
+
+    def _uniforms(self, seeds: Sequence[int]) -> tuple[Tensor, Tensor]:
         views, crop_n = self.num_views, CROP_TRIES * 2 + 2
         f64 = torch.empty(len(seeds), views * crop_n, dtype=torch.float64)
         f32 = torch.empty(len(seeds), views * UNIFORMS)
@@ -255,6 +292,10 @@ class BatchedViews:
             generator = torch.Generator().manual_seed(int(seed))
             torch.rand(views * crop_n, generator=generator, dtype=torch.float64, out=f64[i])
             torch.rand(views * UNIFORMS, generator=generator, out=f32[i])
+        return f64, f32
+
+    def _params(self, f64: Tensor, f32: Tensor, height: int, width: int) -> list[ViewParams]:
+        crop_n = CROP_TRIES * 2 + 2
         params = []
         for v, view in enumerate(self.views):
             crop = f64[:, v * crop_n : (v + 1) * crop_n]
@@ -262,6 +303,44 @@ class BatchedViews:
             u = f32[:, v * UNIFORMS : (v + 1) * UNIFORMS]
             params.append(view.from_uniforms(tries, crop[:, 2 * CROP_TRIES :], u, height, width))
         return params
+
+    def crop_per_sample(
+        self, images: Sequence[Tensor], params: Sequence[ViewParams]
+    ) -> tuple[list[Tensor], list[ViewParams]]:
+        """For images of differing sizes: crop and resize each image to each view's box
+        on the CPU, one image at a time (torchvision's ``resized_crop`` on uint8, as the
+        per-sample pipeline does it), giving one uint8 ``[B, C, size, size]`` batch per
+        view and the parameters with full-image boxes, for :meth:`apply_views` on the
+        device (the flip and every later op run there)."""
+        crops, full = [], []
+        for p in params:
+            boxes = p.boxes.tolist()
+            crops.append(
+                torch.stack(
+                    [
+                        TF.resized_crop(
+                            check_images(image[None])[0],
+                            *box,
+                            [self.size, self.size],
+                            antialias=self.views[0].antialias,
+                        )
+                        for image, box in zip(images, boxes, strict=True)
+                    ]
+                )
+            )
+            full.append(p.with_full_boxes(self.size))
+        return crops, full
+
+    def apply_views(self, images: Sequence[Tensor], params: Sequence[ViewParams]) -> list[Tensor]:
+        """Every view for per-view batches (``images[v]`` the crops of view ``v``, as
+        :meth:`crop_per_sample` makes them), on their device."""
+        if len(images) != self.num_views or len(params) != self.num_views:
+            raise ValueError(f"expected images and parameters for {self.num_views} views")
+        out = []
+        for view, batch, p in zip(self.views, images, params, strict=True):
+            batch = check_images(batch)
+            out.append(view.apply_float(batch.to(torch.float32), p, value_range(batch)))
+        return out
 
     def apply(self, images: Tensor, params: Sequence[ViewParams]) -> list[Tensor]:
         """Every view of ``images`` for the given parameters (one :class:`ViewParams`

@@ -94,7 +94,8 @@ class DataConfig(StrictModel):
     view_engine: Literal["auto", "per-sample", "batched"] = Field(
         "auto",
         description="'batched': uint8 images batched and augmented on the training device "
-        "by twinfold.augment (simclr-views family only, images of one size); 'per-sample': "
+        "by twinfold.augment (simclr-views family only; image folders are cropped per image "
+        "in the workers first); 'per-sample': "
         "views made in the data-loader workers, image by image (torchvision); 'auto': "
         "batched where it applies, else per-sample. Views are seeded per sample either way",
     )

@@ -14,6 +14,7 @@ from twinfold.data.digits import DigitsSource, digits_splits
 from twinfold.data.folder import FolderSource, decode_file
 from twinfold.data.loaders import (
     BatchedViewsCollate,
+    CroppedViewsCollate,
     ResumableSampler,
     build_eval_loader,
     build_train_loader,
@@ -23,6 +24,7 @@ from twinfold.data.torchvision_sets import TorchvisionSource
 
 __all__ = [
     "BatchedViewsCollate",
+    "CroppedViewsCollate",
     "DataSources",
     "DigitsSource",
     "FolderSource",

@@ -74,11 +74,30 @@ class BatchedViewsCollate:
         if len(sizes) > 1:
             raise ValueError(
                 f"data.view_engine='batched' needs images of one size, got {sorted(sizes)}; "
-                "use data.view_engine='per-sample' for images of differing sizes"
+                "use CroppedViewsCollate (what dataset 'folder' uses) or "
+                "data.view_engine='per-sample' for images of differing sizes"
             )
         height, width = images[0].shape[-2:]
         params = self.engine.sample_per_sample(seeds, height, width)
         return torch.stack(images), torch.tensor(indices, dtype=torch.long), params
+
+
+class CroppedViewsCollate(BatchedViewsCollate):
+    """For images of differing sizes (``dataset: folder``): draws each sample's view
+    parameters from its seed like :class:`BatchedViewsCollate`, then crops and resizes
+    every image to every view's box in the worker (uint8, per image), and collates
+    ``(crops, indices, params)`` with ``crops`` one uint8 ``[B, 3, size, size]`` batch per
+    view and full-image boxes in ``params``; the loop runs the flip and every later op
+    on the device (:meth:`BatchedViews.apply_views`)."""
+
+    def __call__(  # type: ignore[override]
+        self, samples: list[tuple[Tensor, int, int]]
+    ) -> tuple[list[Tensor], Tensor, list[ViewParams]]:
+        images, indices, seeds = zip(*samples, strict=True)
+        sizes = [tuple(im.shape[-2:]) for im in images]
+        params = self.engine.sample_per_sample_sizes(seeds, sizes)
+        crops, full = self.engine.crop_per_sample(images, params)
+        return crops, torch.tensor(indices, dtype=torch.long), full
 
 
 def collate_labelled(samples: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
