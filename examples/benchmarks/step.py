@@ -186,25 +186,20 @@ def lightly_heads(
     proj, pred = cfg.method.projector, cfg.method.predictor
     hidden, out = list(getattr(proj, "hidden_dims", [])), int(getattr(proj, "out_dim", 0))
     predictor: nn.Module | None = None
-    if kind == "byol":
-        h = _equal_widths(hidden, 1, "BYOLProjectionHead")
-        projector: nn.Module = lm.BYOLProjectionHead(in_dim, h, out)
+    with_predictor = {  # projector class, its hidden layers, predictor class
+        "byol": (lm.BYOLProjectionHead, 1, lm.BYOLPredictionHead),
+        "simsiam": (lm.SimSiamProjectionHead, 2, lm.SimSiamPredictionHead),
+    }
+    if kind in with_predictor:
+        proj_cls, layers, pred_cls = with_predictor[kind]
+        h = _equal_widths(hidden, layers, proj_cls.__name__)
+        projector: nn.Module = proj_cls(in_dim, h, out)
         assert pred is not None
-        ph = _equal_widths(list(pred.hidden_dims), 1, "BYOLPredictionHead")
-        predictor = lm.BYOLPredictionHead(out, ph, pred.out_dim)
+        ph = _equal_widths(list(pred.hidden_dims), 1, pred_cls.__name__)
+        predictor = pred_cls(out, ph, pred.out_dim)
         dims = (
-            f"BYOLProjectionHead({in_dim}, {h}, {out}), "
-            f"BYOLPredictionHead({out}, {ph}, {pred.out_dim})"
-        )
-    elif kind == "simsiam":
-        h = _equal_widths(hidden, 2, "SimSiamProjectionHead")
-        projector = lm.SimSiamProjectionHead(in_dim, h, out)
-        assert pred is not None
-        ph = _equal_widths(list(pred.hidden_dims), 1, "SimSiamPredictionHead")
-        predictor = lm.SimSiamPredictionHead(out, ph, pred.out_dim)
-        dims = (
-            f"SimSiamProjectionHead({in_dim}, {h}, {out}), "
-            f"SimSiamPredictionHead({out}, {ph}, {pred.out_dim})"
+            f"{proj_cls.__name__}({in_dim}, {h}, {out}), "
+            f"{pred_cls.__name__}({out}, {ph}, {pred.out_dim})"
         )
     elif kind == "barlow-twins":
         h = _equal_widths(hidden, 2, "BarlowTwinsProjectionHead")

@@ -179,7 +179,6 @@ def _run(
     sources = build_sources(cfg.data)
     if cfg.data.skip_bad_images:
         log_skipped_files(sources, run.skipped)
-    check_view_engine(cfg)
     engine: BatchedViews | None = None
     dataset: MultiViewDataset | SeededImageDataset
     if view_engine(cfg) == "batched":  # views made on the device, seeded per sample

@@ -209,12 +209,7 @@ def kernel_options(cfg: OptimizerConfig, device_type: str) -> dict[str, bool | N
         if cfg.name == "lars":
             return {"foreach": None}  # multi-tensor kernels on accelerators
         return {"fused": True} if device_type in FUSED_DEVICES else {}
-    if impl == "fused":
-        if cfg.name == "lars":
-            raise ValueError(
-                "optimizer.implementation 'fused' is not available for lars; "
-                "use 'foreach' or 'auto'"
-            )
+    if impl == "fused":  # not for lars: OptimizerConfig refuses that combination
         return {"fused": True}
     return {"foreach": impl == "foreach"}
 
