@@ -1,4 +1,5 @@
-"""Shared fixtures: fixture plugins really installed with pip into a private directory."""
+"""Shared fixtures: fixture plugins really installed with pip into a private directory,
+and one intra-op thread for tests of tiny models."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 FIXTURE_PLUGINS = Path(__file__).parent / "plugins"
 
@@ -41,3 +43,12 @@ def fixture_paths(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> list[st
     """Search paths: the fixture site first, then the normal ``sys.path``."""
     monkeypatch.syspath_prepend(str(plugin_site))
     return [str(plugin_site), *sys.path]
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: tiny models run faster so on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

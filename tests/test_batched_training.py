@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import twinfold
-from twinfold import ConfigError
+from twinfold import Component, ConfigError, Registry, hookimpl
 from twinfold.augment import BatchedViews
-from twinfold.components import AugmentationConfig
+from twinfold.components import AugmentationConfig, ViewPipeline
 from twinfold.data import BatchedViewsCollate, SeededImageDataset, digits_splits
-from twinfold.loop import view_engine
+from twinfold.plan import prepare_run
 
 
 # ------------------------------------------------------------ views of a sample
@@ -141,15 +141,36 @@ def test_resume_mid_epoch_with_batched_views_is_exact(tmp_path: Path) -> None:
 # ------------------------------------------------------------ config errors
 class _OtherViewsConfig(AugmentationConfig):
     name: Literal["other-views"] = "other-views"
+    image_size: int | None = None
 
 
-def test_batched_views_refuse_other_views_components(tmp_path: Path) -> None:
+class _OtherViews(ViewPipeline):
+    """Views without a batched engine (the default of ViewPipeline)."""
+
+    def __init__(self, cfg: _OtherViewsConfig) -> None:
+        self.size = cfg.image_size
+
+    def __call__(self, image: torch.Tensor) -> list[torch.Tensor]:
+        return [self.plain(image), self.plain(image)]
+
+    def plain(self, image: torch.Tensor) -> torch.Tensor:
+        return image[:, : self.size, : self.size].float() / 255
+
+
+class _OtherViewsPlugin:
+    @hookimpl
+    def twinfold_augmentations(self):
+        yield Component(_OtherViewsConfig, _OtherViews, "views without an engine")
+
+
+def test_batched_views_refuse_components_without_an_engine(tmp_path: Path) -> None:
+    registry = Registry(plugins={"other": _OtherViewsPlugin()})
     cfg = _config(tmp_path, "other", 1, 32)
     other = cfg.model_copy(
         update={"method": cfg.method.model_copy(update={"views": _OtherViewsConfig()})}
     )
-    with pytest.raises(ConfigError, match=r"data\.view_engine: 'batched' supports .*'other-views'"):
-        twinfold.train(other)
+    with pytest.raises(ConfigError, match=r"data\.view_engine: 'batched' needs .*'other-views'"):
+        twinfold.train(other, registry=registry)
     assert not (tmp_path / "other").exists()
 
 
@@ -218,6 +239,6 @@ def test_folder_trains_with_batched_views_by_default(tmp_path: Path) -> None:
         "run": {"output_dir": str(tmp_path), "name": "folder", "plots": False},
         "evaluation": {"at_end": False, "every_n_epochs": 0},
     })
-    assert view_engine(cfg) == "batched"
+    assert prepare_run(cfg)[0].view_engine == "batched"
     losses = [x for _, x in _losses(twinfold.train(cfg).run_dir)]
     assert len(losses) == 4 and all(0 < x < 8 for x in losses)

@@ -16,7 +16,7 @@ KEYS = ("kind", "name", "summary", "plugin", "distribution", "version")
 def expected_rows() -> list[dict[str, str]]:
     return [
         {
-            "kind": r.kind.value,
+            "kind": r.kind,
             "name": r.name,
             "summary": r.summary,
             "plugin": r.plugin,

@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 import twinfold
 from twinfold import CheckpointError, ConfigError
 from twinfold import fast_path as fp
-from twinfold.checkpoints import config_changes
 from twinfold.config.models import OptimizerConfig
 from twinfold.optim import build_optimizer, kernel_options
+from twinfold.resume import config_changes
 
 INTEL_AMX = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_bf16 amx_tile\n"
 OLD_X86 = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"

@@ -14,8 +14,9 @@ import torch
 from runner import checkpoint_steps, free_port, start, tiny_config, wait_for
 
 import twinfold
-from twinfold.checkpoints import read_checkpoint
-from twinfold.loop import make_fabric
+from twinfold.checkpoint_format import read_checkpoint
+from twinfold.fast_path import with_fast_settings
+from twinfold.plan import make_fabric
 
 pytestmark = pytest.mark.distributed
 
@@ -80,7 +81,7 @@ def test_a_mismatched_collective_fails_within_the_timeout() -> None:
         "accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn", "collective_timeout_s": 3}})
     started = time.monotonic()
     with pytest.raises(Exception, match=r"collective failed after (\d+\.\d) s") as info:
-        make_fabric(cfg).launch(_mismatched)
+        make_fabric(with_fast_settings(cfg)[0]).launch(_mismatched)
     found = re.search(r"collective failed after (\d+\.\d) s", str(info.value))
     assert found is not None
     waited = float(found.group(1))

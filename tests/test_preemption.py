@@ -25,7 +25,7 @@ from runner import (
 
 import twinfold
 from twinfold import NonFiniteLossError, Registry
-from twinfold.checkpoints import read_checkpoint
+from twinfold.checkpoint_format import read_checkpoint
 from twinfold.stopping import PREEMPTED_EXIT_CODE
 
 FAULTS = Path(__file__).parent / "plugins" / "faults"

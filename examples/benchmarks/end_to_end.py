@@ -55,7 +55,6 @@ from torch.utils.data import DataLoader
 import twinfold
 from twinfold.config import RunConfig
 from twinfold.data import build_sources
-from twinfold.loop import view_engine
 from twinfold.method import build_method
 from twinfold.optim import lr_scale
 
@@ -126,8 +125,9 @@ def time_twinfold(cfg: RunConfig) -> Timing:
     """Train ``cfg`` with ``twinfold.train``; the seconds of each epoch from its metrics,
     and the settings the run used, read back from the run's ``config.yaml`` (where
     twinfold records ``auto`` settings resolved): the view engine, the precision and
-    any memory-format or compile switch."""
-    result = twinfold.train(cfg)
+    any memory-format or compile switch (the view engine from the run's plan)."""
+    plans = []
+    result = twinfold.train(cfg, on_start=plans.append)
     seconds = epoch_seconds_from_metrics(result.run_dir / "metrics.csv", cfg.data.batch_size)
     used = twinfold.load_config(result.run_dir / "config.yaml")
     trainer = {
@@ -135,7 +135,7 @@ def time_twinfold(cfg: RunConfig) -> Timing:
         for k, v in used.trainer.model_dump().items()
         if k == "precision" or any(w in k for w in ("compile", "channels", "memory_format"))
     }
-    return Timing(seconds, {"data.view_engine": view_engine(used), **trainer})
+    return Timing(seconds, {"data.view_engine": plans[0].view_engine, **trainer})
 
 
 def time_lightly(cfg: RunConfig, epochs: int, workers: int, seed: int = 0) -> Timing:
@@ -146,7 +146,7 @@ def time_lightly(cfg: RunConfig, epochs: int, workers: int, seed: int = 0) -> Ti
     from lightly.utils.scheduler import CosineWarmupScheduler
 
     size = cfg.data.image_size
-    views = cfg.method.views.model_copy(update={"image_size": size})
+    views = cfg.views_config()
     transform = augmentation.lightly_byol_transform(views, size)
     source = build_sources(cfg.data).train
     images = torch.stack([source.load(i) for i in range(len(source))])

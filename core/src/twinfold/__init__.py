@@ -36,15 +36,13 @@ from twinfold.errors import (
     TwinfoldError,
     UnknownComponentError,
 )
-from twinfold.hookspecs import hookimpl
-from twinfold.records import Component, Kind, Preset
+from twinfold.hookspecs import Kind, hookimpl
+from twinfold.records import Component, Preset
 from twinfold.registry import Registry, default_registry
+from twinfold.version import __version__ as __version__
 
 if TYPE_CHECKING:
     from twinfold.loop import TrainResult
-
-__version__ = "0.1.0"
-
 
 def available(kind: str) -> list[str]:
     """Names registered for ``kind`` ('encoder', 'head', 'loss', 'target',

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from torch import nn
 
-from twinfold.checkpoints import check_components, read_checkpoint
+from twinfold.checkpoint_format import check_components, read_checkpoint
+from twinfold.checkpoints import LAST
 from twinfold.config import RunConfig, load_config
 from twinfold.errors import CheckpointError
-from twinfold.export import load_backbone, read_sidecar
+from twinfold.export import exportable_backbone, load_backbone, read_sidecar
 from twinfold.method import build_method
 from twinfold.registry import Registry, default_registry
-from twinfold.rundir import BACKBONE_FILE, CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
+from twinfold.rundir import BACKBONE_FILE, CHECKPOINT_DIR, CONFIG_FILE
 
 
 @dataclass
@@ -32,8 +33,8 @@ def _from_checkpoint(path: Path, registry: Registry) -> TrainedBackbone:
     cfg = load_config(json.loads(state["config"]), registry=registry)
     method = build_method(cfg.method, registry)
     try:
-        method.online_raw.load_state_dict(state["online"], strict=True)
-    except RuntimeError as exc:
+        method.load_state_dict(state)
+    except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{path} does not match its own config: {exc}") from None
     return TrainedBackbone(cfg, method.backbone.eval(), path, state["step"])
 
@@ -42,7 +43,7 @@ def _from_export(path: Path, registry: Registry) -> TrainedBackbone:
     meta = read_sidecar(path)
     cfg = load_config(meta["config"], registry=registry)
     encoder = registry.build(cfg.method.encoder)
-    load_backbone(path, model=getattr(encoder, "backbone", encoder))
+    load_backbone(path, model=exportable_backbone(encoder))
     return TrainedBackbone(cfg, encoder.eval(), path, meta.get("step"))
 
 
@@ -52,14 +53,14 @@ def open_trained(path: Path | str, registry: Registry | None = None) -> TrainedB
     registry = registry or default_registry()
     path = Path(path)
     if path.is_dir():
-        ckpt = path / CHECKPOINT_DIR / LAST_CHECKPOINT
+        ckpt = path / CHECKPOINT_DIR / LAST
         if ckpt.is_file():
             return _from_checkpoint(ckpt, registry)
         if (path / BACKBONE_FILE).is_file():
             return _from_export(path / BACKBONE_FILE, registry)
         hint = " (it has a config but no weights yet)" if (path / CONFIG_FILE).is_file() else ""
         raise CheckpointError(
-            f"{path} holds no checkpoint ({CHECKPOINT_DIR}/{LAST_CHECKPOINT}) and no "
+            f"{path} holds no checkpoint ({CHECKPOINT_DIR}/{LAST}) and no "
             f"{BACKBONE_FILE}{hint}; pass a run directory, a .ckpt or a .safetensors file"
         )
     if not path.is_file():

@@ -87,24 +87,20 @@ def _load(args: argparse.Namespace):
     return cfg
 
 
+def _announce(plan) -> None:
+    """The run's first line (a module-level function: spawned ranks get it pickled)."""
+    print(plan.describe(), flush=True)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from twinfold.fast_path import resolve_fast_settings
-    from twinfold.loop import train, view_engine
+    from twinfold.loop import train
+    from twinfold.stopping import PREEMPTED_EXIT_CODE
 
     cfg = _load(args)
-    t = cfg.trainer
-    fast = resolve_fast_settings(cfg)
-    print(
-        f"training on {fast.accelerator} x {t.devices}: {fast.describe()}; views: "
-        f"{view_engine(cfg)} (data.view_engine={cfg.data.view_engine})",
-        flush=True,
-    )
-    result = train(cfg)
+    result = train(cfg, on_start=_announce)
     m = result.metrics
     print(f"run directory: {result.run_dir}")
     if result.stopped_by:
-        from twinfold.stopping import PREEMPTED_EXIT_CODE
-
         print(
             f"twinfold: stopped by {result.stopped_by} at step {result.steps}; the checkpoint "
             f"is in {result.run_dir / 'checkpoints'}. Continue with --set run.resume=true "
@@ -147,11 +143,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from twinfold.config import load_config
     from twinfold.evaluation import knn_top1
     from twinfold.evaluation.linear import linear_probe
-    from twinfold.evaluation.offline import labelled_features
+    from twinfold.evaluation.offline import eval_pipeline, labelled_features
+    from twinfold.registry import default_registry
 
-    trained = open_trained(args.source)
+    registry = default_registry()
+    trained = open_trained(args.source, registry)
     cfg = load_config(trained.config, args.overrides) if args.overrides else trained.config
-    feats = labelled_features(cfg, trained.backbone)
+    feats = labelled_features(cfg, trained.backbone, pipeline=eval_pipeline(cfg, registry))
     result: dict[str, object] = {
         "source": str(trained.source),
         "step": trained.step,
@@ -254,7 +252,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         if reg is None
         else [
             {
-                "kind": r.kind.value,
+                "kind": r.kind,
                 "name": r.name,
                 "summary": r.summary,
                 "plugin": r.plugin,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -60,13 +60,20 @@ class TargetRuleConfig(ComponentConfig):
     kind: ClassVar[str] = "target"
 
 
-CONFIG_BASES: dict[str, type[ComponentConfig]] = {
-    "augmentation": AugmentationConfig,
-    "encoder": EncoderConfig,
-    "head": HeadConfig,
-    "loss": LossConfig,
-    "target": TargetRuleConfig,
-}
+@runtime_checkable
+class BatchedViewEngine(Protocol):
+    """Views made a batch at a time on the training device, offered by a views component
+    (:meth:`ViewPipeline.batched_engine`). ``collate_fn`` runs in the data-loader workers
+    on ``(uint8 image [3, H, W], sample index, sample seed)`` items; ``make_views`` turns its
+    output into one float tensor per view on ``device``. A sample's views must depend
+    only on its seed (not on its batch or position), as the per-sample pipeline's do."""
+
+    def collate_fn(self, *, fixed_size: bool) -> Callable[[list[tuple[Tensor, int, int]]], Any]:
+        """The collate function; ``fixed_size`` is false for sources whose images differ
+        in size (image folders)."""
+        ...
+
+    def make_views(self, batch: Any, device: torch.device) -> list[Tensor]: ...
 
 
 class ViewPipeline(ABC):
@@ -85,6 +92,12 @@ class ViewPipeline(ABC):
     @abstractmethod
     def plain(self, image: Tensor) -> Tensor:
         """The un-augmented, normalised image used for evaluation."""
+
+    def batched_engine(self) -> BatchedViewEngine | None:
+        """An engine making the same views a batch at a time on the training device, or
+        None (the default): the data loader then calls this pipeline sample by sample.
+        ``data.view_engine: auto`` uses the engine whenever a component offers one."""
+        return None
 
 
 @dataclass

@@ -9,21 +9,21 @@ sidecar) with strict key checking; :func:`torchvision_backbone` builds that mode
 from __future__ import annotations
 
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from twinfold.atomic_files import atomic_write, atomic_write_text
 from twinfold.config import RunConfig
+from twinfold.config.models import SLOTS
 from twinfold.errors import CheckpointError
 from twinfold.registry import Registry, default_registry
 
 FORMAT = "twinfold-backbone/1"
-_KIND_OF_ROLE = {"projector": "head", "predictor": "head", "views": "augmentation"}
 
 
 def sidecar_path(weights: Path) -> Path:
@@ -31,19 +31,19 @@ def sidecar_path(weights: Path) -> Path:
 
 
 def exportable_backbone(encoder: nn.Module) -> nn.Module:
-    """The module whose state dict is exported (torchvision key names for ResNets)."""
+    """The module whose state dict is exported: an encoder's ``backbone`` attribute
+    when it has one (the ResNet encoder keeps torchvision's key names there), else the
+    encoder itself."""
     return getattr(encoder, "backbone", encoder)
 
 
-def _versions(cfg: RunConfig) -> dict[str, str]:
+def _versions(cfg: RunConfig, registry: Registry) -> dict[str, str]:
+    """Installed versions of the core packages and of every component's distribution."""
     names = {"twinfold", "torch", "torchvision", "lightning-fabric"}
-    try:
-        registry = default_registry()
-        for role, comp in cfg.method:
-            if comp is not None:
-                names.add(registry.get(_KIND_OF_ROLE.get(role, role), comp.name).distribution)
-    except Exception:  # versions are informative only
-        pass
+    for slot, kind in SLOTS.items():
+        comp = getattr(cfg.method, slot)
+        if comp is not None:
+            names.add(registry.get(kind, comp.name).distribution)
     out = {}
     for name in sorted(names):
         try:
@@ -68,9 +68,15 @@ def _torchvision_recipe(encoder_cfg: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def write_backbone(
-    encoder: nn.Module, cfg: RunConfig, out: Path | str, extra: dict[str, Any] | None = None
+    encoder: nn.Module,
+    cfg: RunConfig,
+    out: Path | str,
+    extra: dict[str, Any] | None = None,
+    registry: Registry | None = None,
 ) -> Path:
-    """Write ``out`` (safetensors) and its ``.json`` sidecar, each atomically."""
+    """Write ``out`` (safetensors) and its ``.json`` sidecar, each atomically; the
+    sidecar names the versions of the distributions of ``registry``'s components
+    (default: the process-wide registry)."""
     out = Path(out)
     if out.suffix != ".safetensors":
         out = out.with_name(out.name + ".safetensors")
@@ -88,17 +94,12 @@ def write_backbone(
             "mean": getattr(cfg.method.views, "mean", None),
             "std": getattr(cfg.method.views, "std", None),
         },
-        "versions": _versions(cfg),
+        "versions": _versions(cfg, registry or default_registry()),
         "config": json.loads(cfg.model_dump_json()),
         **(extra or {}),
     }
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT})
-    os.replace(tmp, out)
-    side = sidecar_path(out)
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    os.replace(tmp, side)
+    atomic_write(out, lambda file: file.write(save(state, metadata={"format": FORMAT})))
+    atomic_write_text(sidecar_path(out), json.dumps(meta, indent=2))
     return out
 
 

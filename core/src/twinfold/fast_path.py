@@ -25,22 +25,17 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from twinfold.config import RunConfig
-from twinfold.config.models import TrainerConfig
-
-if TYPE_CHECKING:
-    from twinfold.method import SiameseMethod
 
 AUTO = "auto"
 SIXTEEN_BIT = ("bf16", "16")
 """Precision prefixes of Fabric's 16-bit settings (``bf16-mixed``, ``16-mixed``, ...)."""
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Fabric's spawn launcher copies the launch arguments field by field
 class FastSettings:
     """What a run uses, and why (``reasons`` has one entry per resolved ``auto``)."""
 
@@ -156,25 +151,10 @@ def with_fast_settings(cfg: RunConfig) -> tuple[RunConfig, FastSettings]:
     return cfg.model_copy(update={"trainer": trainer}), fast
 
 
-def apply_step_settings(method: SiameseMethod, trainer: TrainerConfig) -> None:
-    """``trainer.channels_last`` and ``trainer.compile`` applied in place to the online
-    and target networks: parameter names, the state dict and checkpoints are unchanged
-    (a channels_last tensor holds the same values in another memory order)."""
-    networks = [m for m in (method.online_raw, method.target) if m is not None]
-    if trainer.channels_last is True:
-        for network in networks:
-            network.to(memory_format=torch.channels_last)
-    if trainer.compile:
-        online = method.online_raw
-        for part in (online.encoder, online.projector, online.predictor, method.target):
-            if part is not None:
-                part.compile()
-
 
 __all__ = [
     "FastSettings",
     "accelerator_type",
-    "apply_step_settings",
     "bf16_feature",
     "cpu_bf16_feature",
     "native_bf16",

@@ -9,10 +9,20 @@ the ``twinfold`` group of its distribution's metadata.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
 
 import pluggy
 
+from twinfold.components import (
+    AugmentationConfig,
+    ComponentConfig,
+    EncoderConfig,
+    HeadConfig,
+    LossConfig,
+    TargetRuleConfig,
+)
 from twinfold.records import Component, Preset
 
 PROJECT = "twinfold"
@@ -160,11 +170,37 @@ def twinfold_presets() -> Iterable[Preset]:
     """
 
 
-HOOKS = {
-    "augmentation": "twinfold_augmentations",
-    "encoder": "twinfold_encoders",
-    "head": "twinfold_heads",
-    "loss": "twinfold_losses",
-    "target": "twinfold_target_updates",
-    "preset": "twinfold_presets",
+@dataclass(frozen=True)
+class ComponentKind:
+    """One kind of registration: its hook spec and the base class of its config classes
+    (None for presets, which register :class:`~twinfold.records.Preset` records)."""
+
+    name: str
+    hook: Callable[[], Iterable[object]]
+    config_base: type[ComponentConfig] | None
+
+    @property
+    def hook_name(self) -> str:
+        return self.hook.__name__
+
+
+KINDS: dict[str, ComponentKind] = {
+    k.name: k
+    for k in (
+        ComponentKind("augmentation", twinfold_augmentations, AugmentationConfig),
+        ComponentKind("encoder", twinfold_encoders, EncoderConfig),
+        ComponentKind("head", twinfold_heads, HeadConfig),
+        ComponentKind("loss", twinfold_losses, LossConfig),
+        ComponentKind("target", twinfold_target_updates, TargetRuleConfig),
+        ComponentKind("preset", twinfold_presets, None),
+    )
 }
+"""The one table of component kinds. Adding a kind is one entry here, its hook spec
+above and its config base class in :mod:`twinfold.components`; the registry, the
+``Kind`` names, the docs' hook reference and the config schema derive from it."""
+
+HOOKS: dict[str, str] = {name: kind.hook_name for name, kind in KINDS.items()}
+"""Kind name -> hook name (derived from :data:`KINDS`)."""
+
+Kind = Enum("Kind", {name.upper(): name for name in KINDS}, type=str, module=__name__)  # type: ignore[misc]
+Kind.__doc__ = "The kind names of :data:`KINDS` as a string enum (``Kind.LOSS == 'loss'``)."

@@ -1,11 +1,13 @@
-"""The generic siamese method: online branch (encoder -> projector [-> predictor]), an
-optional target branch owned by the target rule, and a loss. All four papers are
-compositions of these components; nothing here knows a method's name."""
+"""The method protocol the training loop depends on, and the generic siamese method:
+online branch (encoder -> projector [-> predictor]), an optional target branch owned by
+the target rule, and a loss. All four papers are compositions of these components;
+nothing here knows a method's name."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +16,56 @@ from twinfold.components import BranchOutput, Loss, TargetRule
 from twinfold.config.models import MethodConfig
 from twinfold.distributed import mean_over_ranks
 from twinfold.registry import Registry, default_registry
+from twinfold.sync_batchnorm import convert_sync_batchnorm
+
+OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
+"""Builds the optimizer of a method's trainable module (before it is wrapped)."""
+
+
+@dataclass
+class StepOutput:
+    """What a training step returns to the loop."""
+
+    loss: Tensor
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+    #: this rank's projector outputs of the first view, detached (for collapse metrics)
+    embeddings: Tensor | None = None
+
+
+@runtime_checkable
+class TrainingMethod(Protocol):
+    """What the loop knows of a method. ``online`` is the trainable module (the only
+    one wrapped for gradient synchronisation, by :meth:`setup`), ``target`` the optional
+    module that follows it without gradients, ``backbone`` the encoder that is
+    evaluated and exported. The state dicts hold ``online`` and ``target`` (and any other
+    state the method keeps) as checkpoints store them."""
+
+    @property
+    def online(self) -> nn.Module: ...
+
+    @property
+    def target(self) -> nn.Module | None: ...
+
+    @property
+    def backbone(self) -> nn.Module: ...
+
+    def setup(
+        self,
+        fabric: Any,
+        make_optimizer: OptimizerFactory,
+        *,
+        sync_batchnorm: bool,
+        channels_last: bool,
+        compile: bool,
+    ) -> torch.optim.Optimizer: ...
+
+    def training_step(self, views: Sequence[Tensor]) -> StepOutput: ...
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
 class OnlineNetwork(nn.Module):
@@ -36,40 +88,71 @@ class OnlineNetwork(nn.Module):
         )
         return BranchOutput(features, projections, predictions)
 
-
-@dataclass
-class StepOutput:
-    """What a training step returns to the loop."""
-
-    loss: Tensor
-    metrics: dict[str, Tensor] = field(default_factory=dict)
-    #: this rank's projector outputs of the first view, detached (for collapse metrics)
-    embeddings: Tensor | None = None
+    def parts(self) -> list[nn.Module]:
+        """The encoder, projector and predictor (when there is one)."""
+        return [m for m in (self.encoder, self.projector, self.predictor) if m is not None]
 
 
 class SiameseMethod:
-    """The method protocol the loop knows: ``online``, ``target``, ``training_step``,
-    ``after_optimizer_step``, plus the raw modules for checkpoints and export."""
+    """The generic method (a :class:`TrainingMethod`): the online network, the target
+    rule's module and the loss. ``online_raw`` is the online network unwrapped."""
 
-    def __init__(
-        self,
-        online: OnlineNetwork,
-        target_rule: TargetRule,
-        loss: Loss,
-    ) -> None:
-        self.online_raw = online
-        self.online: nn.Module = online  # replaced by the Fabric-wrapped module in the loop
+    def __init__(self, online: OnlineNetwork, target_rule: TargetRule, loss: Loss) -> None:
+        self._network = online
+        self._online: nn.Module = online
         self.target_rule = target_rule
-        self.target: nn.Module | None = target_rule.build(online)
+        self._target: nn.Module | None = target_rule.build(online)
         self.loss = loss
 
     @property
+    def online(self) -> nn.Module:
+        return self._online
+
+    @property
+    def online_raw(self) -> OnlineNetwork:
+        return self._network
+
+    @property
+    def target(self) -> nn.Module | None:
+        return self._target
+
+    @property
     def backbone(self) -> nn.Module:
-        return self.online_raw.encoder
+        return self._network.encoder
+
+    def setup(
+        self,
+        fabric: Any,
+        make_optimizer: OptimizerFactory,
+        *,
+        sync_batchnorm: bool,
+        channels_last: bool,
+        compile: bool,
+    ) -> torch.optim.Optimizer:
+        """Global-batch BN for several processes, memory format and ``torch.compile``
+        (in place: parameter names and checkpoints are unchanged), then the optimizer;
+        wraps the online network and optimizer with Fabric and moves the target (never
+        wrapped: it gets no gradients and is updated identically on every rank)."""
+        if sync_batchnorm and fabric.world_size > 1:
+            self._network = convert_sync_batchnorm(self._network, fabric.device)
+            if self._target is not None:
+                self._target = convert_sync_batchnorm(self._target, fabric.device)
+        networks = [m for m in (self._network, self._target) if m is not None]
+        if channels_last:
+            for network in networks:
+                network.to(memory_format=torch.channels_last)
+        if compile:
+            for part in self._network.parts() + networks[1:]:
+                part.compile()
+        optimizer = make_optimizer(self._network)
+        self._online, optimizer = fabric.setup(self._network, optimizer)
+        if self._target is not None:
+            self._target = fabric.to_device(self._target)
+        return optimizer
 
     def training_step(self, views: Sequence[Tensor]) -> StepOutput:
-        out: BranchOutput = self.online(views)
-        targets = self.target_rule.targets(views, out, self.target)
+        out: BranchOutput = self._online(views)
+        targets = self.target_rule.targets(views, out, self._target)
         # losses run in float32 even under bf16/fp16 autocast: their batch statistics
         # (cross-correlation, covariance, norms) lose too much in half precision
         with torch.autocast(out.predictions[0].device.type, enabled=False):
@@ -81,11 +164,32 @@ class SiameseMethod:
         return StepOutput(loss, metrics, out.projections[0].detach())
 
     def after_optimizer_step(self, step: int, total_steps: int) -> dict[str, float]:
-        return self.target_rule.update(self.online_raw, self.target, step, total_steps)
+        return self.target_rule.update(self._network, self._target, step, total_steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``online`` and ``target`` state dicts, and ``target_rule`` when the rule keeps
+        state of its own."""
+        state: dict[str, Any] = {"online": self._network.state_dict()}
+        if self._target is not None:
+            state["target"] = self._target.state_dict()
+        rule_state = self.target_rule.state_dict()
+        if rule_state:
+            state["target_rule"] = rule_state
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (strict key matching)."""
+        self._network.load_state_dict(state["online"], strict=True)
+        if self._target is not None:
+            if "target" not in state:
+                raise KeyError("the checkpoint has no target network")
+            self._target.load_state_dict(state["target"], strict=True)
+        self.target_rule.load_state_dict(state.get("target_rule", {}))
 
 
 def build_method(cfg: MethodConfig, registry: Registry | None = None) -> SiameseMethod:
-    """Build the components of ``cfg`` through the registry and assemble the method."""
+    """Build the components of ``cfg`` through ``registry`` (default: the process-wide
+    one) and assemble the method."""
     registry = registry or default_registry()
     encoder = registry.build(cfg.encoder)
     out_dim = _out_dim(encoder, "encoder", cfg.encoder.name)

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from twinfold.components import ComponentConfig
-
-
-class Kind(str, Enum):
-    """The component kinds; one hook spec each (see :mod:`twinfold.hookspecs`)."""
-
-    AUGMENTATION = "augmentation"
-    ENCODER = "encoder"
-    HEAD = "head"
-    LOSS = "loss"
-    TARGET = "target"
-    PRESET = "preset"
 
 
 @dataclass(frozen=True)
@@ -55,7 +43,8 @@ class Preset:
 class Registered:
     """A record as the registry holds it: stamped with its kind and provider."""
 
-    kind: Kind
+    kind: str
+    """The kind's name (a key of :data:`twinfold.hookspecs.KINDS`)."""
     name: str
     record: Component | Preset
     plugin: str

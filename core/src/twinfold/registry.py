@@ -16,27 +16,28 @@ import threading
 import traceback
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 import pluggy
 from pydantic import ValidationError
 
 from twinfold import hookspecs
-from twinfold.components import CONFIG_BASES, ComponentConfig
+from twinfold.components import ComponentConfig
 from twinfold.errors import (
+    ConfigError,
     ConflictError,
     PluginError,
     PluginLoadError,
     UnknownComponentError,
 )
-from twinfold.records import BrokenPlugin, Component, Kind, Preset, Registered
+from twinfold.hookspecs import KINDS, ComponentKind
+from twinfold.records import BrokenPlugin, Component, Preset, Registered
+from twinfold.validation import problems_from_validation
 
 ENTRY_POINT_GROUP = "twinfold"
 ENV_NO_PLUGINS = "TWINFOLD_NO_PLUGINS"
 ENV_BLOCK = "TWINFOLD_BLOCK_PLUGINS"
-
-KIND_HOOKS: dict[Kind, str] = {Kind(k): v for k, v in hookspecs.HOOKS.items()}
-
 
 class PluginLoadWarning(UserWarning):
     """An installed plugin failed to load; components it provides are unavailable."""
@@ -65,6 +66,8 @@ class Registry:
             ``{name: module_or_object}`` (handy in tests and notebooks).
         strict: raise :class:`PluginLoadError` at once when an entry point fails,
             instead of recording it as broken with a warning.
+        kinds: the component kinds (default :data:`twinfold.hookspecs.KINDS`);
+            ``specs`` holds the hook specs of any kind added there.
     """
 
     def __init__(
@@ -75,15 +78,19 @@ class Registry:
         paths: Sequence[str] | None = None,
         plugins: Mapping[str, object] | None = None,
         strict: bool = False,
+        kinds: Mapping[str, ComponentKind] = KINDS,
+        specs: Sequence[ModuleType] = (),
     ) -> None:
+        self.kinds = dict(kinds)
         self.blocked = {normalize(b) for b in blocked if b}
         self.strict = strict
         self.broken: list[BrokenPlugin] = []
         self.skipped: list[str] = []
         self.conflicts: list[str] = []
-        self._records: dict[tuple[Kind, str], Registered] = {}
+        self._records: dict[tuple[str, str], Registered] = {}
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
-        self.pm.add_hookspecs(hookspecs)
+        for module in (hookspecs, *specs):
+            self.pm.add_hookspecs(module)
 
         from twinfold.builtins import plugin as builtins_plugin
 
@@ -137,8 +144,8 @@ class Registry:
             return
         collected: list[Registered] = []
         try:
-            for kind, hook_name in KIND_HOOKS.items():
-                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            for kind in self.kinds.values():
+                for impl in getattr(self.pm.hook, kind.hook_name).get_hookimpls():
                     if impl.plugin is not obj:
                         continue
                     for rec in impl.function() or ():
@@ -152,7 +159,7 @@ class Registry:
             if key in self._records:
                 other = self._records[key]
                 self.conflicts.append(
-                    f"{item.kind.value} '{item.name}' is registered by both "
+                    f"{item.kind} '{item.name}' is registered by both "
                     f"{other.provider} and {item.provider}. Uninstall one of them or block "
                     f"one with {ENV_BLOCK}=<plugin> (CLI: --block <plugin>)."
                 )
@@ -160,46 +167,48 @@ class Registry:
             self._records[key] = item
 
     @staticmethod
-    def _stamp(kind: Kind, rec: object, plugin: str, dist: str, version: str) -> Registered:
-        if kind is Kind.PRESET:
+    def _stamp(
+        kind: ComponentKind, rec: object, plugin: str, dist: str, version: str
+    ) -> Registered:
+        base = kind.config_base
+        if base is None:
             if not isinstance(rec, Preset):
-                raise PluginError(f"twinfold_presets of '{plugin}' yielded {rec!r}, not a Preset")
-            return Registered(kind, rec.name, rec, plugin, dist, version)
+                raise PluginError(f"{kind.hook_name} of '{plugin}' yielded {rec!r}, not a Preset")
+            return Registered(kind.name, rec.name, rec, plugin, dist, version)
         if not isinstance(rec, Component):
             raise PluginError(
-                f"{KIND_HOOKS[kind]} of '{plugin}' yielded {rec!r}, not a twinfold.Component"
+                f"{kind.hook_name} of '{plugin}' yielded {rec!r}, not a twinfold.Component"
             )
-        base = CONFIG_BASES[kind.value]
         if not (isinstance(rec.config, type) and issubclass(rec.config, base)):
             raise PluginError(
-                f"{kind.value} registered by '{plugin}' has config class {rec.config!r}; "
-                f"it must subclass twinfold.{base.__name__}"
+                f"{kind.name} registered by '{plugin}' has config class {rec.config!r}; "
+                f"it must subclass {base.__module__}.{base.__name__}"
             )
-        return Registered(kind, rec.name, rec, plugin, dist, version)
+        return Registered(kind.name, rec.name, rec, plugin, dist, version)
 
     # ------------------------------------------------------------------ lookups
-    def records(self, kind: Kind | str | None = None) -> list[Registered]:
-        kinds = None if kind is None else Kind(kind)
+    def records(self, kind: str | None = None) -> list[Registered]:
+        wanted = None if kind is None else self._kind(kind)
         return sorted(
-            (r for r in self._records.values() if kinds is None or r.kind is kinds),
-            key=lambda r: (r.kind.value, r.name),
+            (r for r in self._records.values() if wanted is None or r.kind == wanted),
+            key=lambda r: (r.kind, r.name),
         )
 
-    def available(self, kind: Kind | str) -> list[str]:
+    def available(self, kind: str) -> list[str]:
         """Registered names of one kind, sorted."""
         return [r.name for r in self.records(self._kind(kind))]
 
-    def get(self, kind: Kind | str, name: str) -> Registered:
+    def get(self, kind: str, name: str) -> Registered:
         kind = self._kind(kind)
         found = self._records.get((kind, name))
         if found is not None:
             return found
         names = self.available(kind)
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-        msg = f"unknown {kind.value} '{name}'."
+        msg = f"unknown {kind} '{name}'."
         if close:
             msg += f" Did you mean {' or '.join(repr(c) for c in close)}?"
-        msg += f" Installed {kind.value} names: {', '.join(names) or '(none)'}."
+        msg += f" Installed {kind} names: {', '.join(names) or '(none)'}."
         if self.broken:
             msg += " Plugins that failed to load: " + "; ".join(
                 f"{b.entry_point} ({b.distribution}): {b.error}" for b in self.broken
@@ -209,61 +218,75 @@ class Registry:
         raise UnknownComponentError(msg)
 
     def preset(self, name: str) -> Preset:
-        rec = self.get(Kind.PRESET, name).record
+        rec = self.get("preset", name).record
         assert isinstance(rec, Preset)
         return rec
 
-    def config_class(self, kind: Kind | str, name: str) -> type[ComponentConfig]:
+    def config_class(self, kind: str, name: str) -> type[ComponentConfig]:
         kind = self._kind(kind)
-        if kind is Kind.PRESET:
-            raise PluginError("presets have no config class; use Registry.preset(name)")
+        if self.kinds[kind].config_base is None:
+            raise PluginError(f"{kind} records have no config class; use Registry.get")
         rec = self.get(kind, name).record
         assert isinstance(rec, Component)
         return rec.config
 
-    def validate(self, kind: Kind | str, data: Mapping[str, Any]) -> ComponentConfig:
+    def validate(self, kind: str, data: Mapping[str, Any]) -> ComponentConfig:
         """Validate a ``{"name": ..., **params}`` mapping with the named config class."""
         name = data.get("name")
         if not isinstance(name, str):
             raise UnknownComponentError(
-                f"a {Kind(kind).value} config needs a 'name'; installed: "
+                f"a {self._kind(kind)} config needs a 'name'; installed: "
                 f"{', '.join(self.available(kind))}"
             )
         return self.config_class(kind, name).model_validate(dict(data))
 
     def build(self, config: ComponentConfig) -> Any:
         """Build the component described by a validated config instance."""
-        kind = self._kind(config.kind)
+        kind = self.kind_of(config)
         rec = self.get(kind, config.name)
         assert isinstance(rec.record, Component)
         if not isinstance(config, rec.record.config):
             raise PluginError(
-                f"{kind.value} '{config.name}' is registered by {rec.provider} with config "
+                f"{kind} '{config.name}' is registered by {rec.provider} with config "
                 f"class {rec.record.config.__qualname__}, but got a "
                 f"{type(config).__qualname__}"
             )
-        return rec.record.factory(config)
+        try:
+            return rec.record.factory(config)
+        except (ValueError, TypeError, KeyError, AssertionError) as exc:
+            raise ConfigError(
+                [
+                    (
+                        f"{kind} '{config.name}'",
+                        f"its factory (from {rec.provider}) refused the config: "
+                        f"{type(exc).__name__}: {exc}",
+                    )
+                ]
+            ) from exc
 
-    def create(self, kind: Kind | str, name: str, **params: Any) -> Any:
+    def create(self, kind: str, name: str, **params: Any) -> Any:
         """Validate ``params`` with the component's config class and build it."""
         cls = self.config_class(kind, name)
         try:
             config = cls(name=name, **params)
         except ValidationError as exc:
-            from twinfold.config.errors import problems_from_validation
-            from twinfold.errors import ConfigError
-
             raise ConfigError(problems_from_validation(exc), source=f"{kind} '{name}'") from None
         return self.build(config)
 
-    @staticmethod
-    def _kind(kind: Kind | str) -> Kind:
-        try:
-            return Kind(kind)
-        except ValueError:
+    def kind_of(self, config: ComponentConfig) -> str:
+        """The kind whose config base ``config`` is an instance of."""
+        for kind in self.kinds.values():
+            if kind.config_base is not None and isinstance(config, kind.config_base):
+                return kind.name
+        raise PluginError(f"{type(config).__qualname__} subclasses no component config base")
+
+    def _kind(self, kind: str) -> str:
+        name = str(getattr(kind, "value", kind))
+        if name not in self.kinds:
             raise UnknownComponentError(
-                f"unknown component kind '{kind}'; kinds: {', '.join(k.value for k in Kind)}"
-            ) from None
+                f"unknown component kind '{name}'; kinds: {', '.join(self.kinds)}"
+            )
+        return name
 
 
 # ---------------------------------------------------------------------- default registry

@@ -50,7 +50,7 @@ def test_registered_through_the_installed_entry_point() -> None:
     assert ep.dist is not None and ep.dist.name == "twinfold-directpred"
     registry = Registry()  # walks the real entry points, like the CLI
     assert registry.config_class("head", "directpred") is DirectPredConfig
-    records = {(r.kind.value, r.name): r for r in registry.records()}
+    records = {(r.kind, r.name): r for r in registry.records()}
     head = records[("head", "directpred")]
     assert (head.plugin, head.distribution, head.version) == (
         "directpred",

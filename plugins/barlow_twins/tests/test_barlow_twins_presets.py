@@ -1,4 +1,4 @@
-"""The presets and registrations against the facts in shared/recipes.md (Zbontar et al.
+"""The presets and registrations against the facts in docs/methods.md (Zbontar et al.
 2021: 8192-8192-8192 projector, lambda 0.0051, LARS 0.2 / 0.0048 x B/256, weight decay
 1.5e-6, batch 2048, 1000 epochs, 10 warm-up epochs, cosine to 0.001x)."""
 

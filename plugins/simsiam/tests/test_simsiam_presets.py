@@ -1,4 +1,4 @@
-"""The presets and registrations against the facts in shared/recipes.md (Chen & He
+"""The presets and registrations against the facts in docs/methods.md (Chen & He
 2021): 2048-2048-2048 projector with a non-affine BN output, 2048-512-2048 predictor,
 SGD momentum 0.9, weight decay 1e-4 on all parameters, lr 0.05 x B/256 with B 512,
 cosine decay to 0, no warm-up, the predictor's lr fixed, 100 epochs."""

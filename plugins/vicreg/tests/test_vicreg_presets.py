@@ -1,4 +1,4 @@
-"""The presets and registrations against the facts in shared/recipes.md and the authors'
+"""The presets and registrations against the facts in docs/methods.md and the authors'
 recipe (Bardes et al. 2022: 8192-8192-8192 expander, coefficients 25/25/1, LARS
 0.2 x B/256, weight decay 1e-6, batch 2048, 1000 epochs, 10 warm-up epochs, cosine to
 0.001x, BYOL's asymmetric views)."""

@@ -4,8 +4,19 @@ reflect padding are those of ``torchvision.transforms.v2.functional.gaussian_blu
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+
+
+def blur_kernel_size(image_size: int, fraction: float) -> int:
+    """Odd kernel side nearest to ``fraction * image_size`` (ties go up), at least 3.
+
+    BYOL (Grill et al. 2020, Table 6) blurs with a kernel of 10% of the side: 23 at 224.
+    """
+    half = math.floor((fraction * image_size - 1) / 2 + 0.5)
+    return max(3, 2 * half + 1)
 
 
 def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
-from twinfold.augment.blur import gaussian_blur
+from twinfold.augment.blur import blur_kernel_size, gaussian_blur
+from twinfold.augment.collate import BatchedViewsCollate, CroppedViewsCollate
 from twinfold.augment.color import color_jitter_, grayscale, solarize
 from twinfold.augment.crop import CROP_TRIES, crop_boxes_from_uniforms, resized_crop
-from twinfold.builtins.views import SimCLRViewsConfig, ViewConfig, blur_kernel_size
+
+if TYPE_CHECKING:  # the configs live with the per-sample pipeline, which builds this engine
+    from twinfold.builtins.views import SimCLRViewsConfig, ViewConfig
 
 
 @dataclass(frozen=True)
@@ -341,6 +345,20 @@ class BatchedViews:
             batch = check_images(batch)
             out.append(view.apply_float(batch.to(torch.float32), p, value_range(batch)))
         return out
+
+    def collate_fn(self, *, fixed_size: bool) -> BatchedViewsCollate:
+        """The data-loader collate function (:class:`~twinfold.components.BatchedViewEngine`):
+        per-sample parameters from each sample's seed, and for images of differing sizes
+        (``fixed_size`` false) the crops made per image in the workers."""
+        return BatchedViewsCollate(self) if fixed_size else CroppedViewsCollate(self)
+
+    def make_views(self, batch: Any, device: torch.device) -> list[Tensor]:
+        """The views of a collated batch, made on ``device``."""
+        images, _, params = batch
+        params = [p.to(device) for p in params]
+        if isinstance(images, list):  # one batch of crops per view (image folders)
+            return self.apply_views([im.to(device) for im in images], params)
+        return self.apply(images.to(device), params)
 
     def apply(self, images: Tensor, params: Sequence[ViewParams]) -> list[Tensor]:
         """Every view of ``images`` for the given parameters (one :class:`ViewParams`

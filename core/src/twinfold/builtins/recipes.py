@@ -1,5 +1,5 @@
 """View recipes shared by several methods (values from the papers; see
-``shared/recipes.md``). Plugins register their own named view configs using these."""
+``docs/methods.md``). Plugins register their own named view configs using these."""
 
 from __future__ import annotations
 

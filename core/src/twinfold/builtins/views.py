@@ -4,7 +4,6 @@ BYOL's (Grill et al. 2020, Table 6) are one config."""
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -12,6 +11,8 @@ import torchvision.transforms.v2 as v2
 from pydantic import Field
 from torch import Tensor
 
+from twinfold.augment.blur import blur_kernel_size
+from twinfold.augment.views import BatchedViews
 from twinfold.components import AugmentationConfig, StrictModel, ViewPipeline
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,15 +46,6 @@ class SimCLRViewsConfig(AugmentationConfig):
     views: list[ViewConfig] = Field(default_factory=lambda: [ViewConfig(), ViewConfig()])
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-
-
-def blur_kernel_size(image_size: int, fraction: float) -> int:
-    """Odd kernel side nearest to ``fraction * image_size`` (ties go up), at least 3.
-
-    BYOL (Grill et al. 2020, Table 6) blurs with a kernel of 10% of the side: 23 at 224.
-    """
-    half = math.floor((fraction * image_size - 1) / 2 + 0.5)
-    return max(3, 2 * half + 1)
 
 
 def _maybe(p: float, transform: v2.Transform) -> list[v2.Transform]:
@@ -120,6 +112,14 @@ class SimCLRViews(ViewPipeline):
 
     def plain(self, image: Tensor) -> Tensor:
         return self.finish(self.plain_resize(_rgb(image)))
+
+    def batched_engine(self) -> BatchedViews | None:
+        """The same recipe a batch at a time on the device (:mod:`twinfold.augment`);
+        None for a subclass that makes its own per-sample views (overrides ``__call__``)
+        without offering an engine of its own, so its views are never replaced."""
+        if type(self).__call__ is not SimCLRViews.__call__:
+            return None
+        return BatchedViews.from_config(self.cfg)
 
 
 def build_simclr_views(cfg: SimCLRViewsConfig) -> SimCLRViews:

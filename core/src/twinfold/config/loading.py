@@ -10,10 +10,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from twinfold.config.errors import problems_from_validation
 from twinfold.config.merge import apply_overrides, deep_merge
 from twinfold.config.models import RunConfig
-from twinfold.errors import ConfigError
+from twinfold.errors import ConfigError, UnknownComponentError
+from twinfold.registry import Registry, default_registry
+from twinfold.validation import problems_from_validation
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -36,10 +37,12 @@ def load_config(
     source: str | Path | Mapping[str, Any] | RunConfig | None = None,
     overrides: Iterable[str] = (),
     *,
-    registry: Any = None,
+    registry: Registry | None = None,
 ) -> RunConfig:
     """Validate a run config from a YAML path, a mapping or a RunConfig, plus
-    ``key.path=value`` overrides. Raises :class:`ConfigError` listing every problem."""
+    ``key.path=value`` overrides, with the components of ``registry`` (default: the
+    process-wide one). Raises :class:`ConfigError` listing every problem."""
+    registry = registry or default_registry()
     label = str(source) if isinstance(source, str | Path) else None
     if isinstance(source, RunConfig):
         data = source.model_dump(mode="json")
@@ -58,21 +61,23 @@ def load_config(
             [("preset", "give a preset (e.g. 'byol-small') or a full 'method' composition")],
             source=label,
         )
-    context = {"registry": registry} if registry is not None else None
     try:
-        return RunConfig.model_validate(data, context=context)
+        return RunConfig.model_validate(data, context={"registry": registry})
     except ValidationError as exc:
         hints = _with_preset(data, registry)
-        raise ConfigError(problems_from_validation(exc, RunConfig, hints), source=label) from None
+        problems = problems_from_validation(exc, RunConfig, hints, registry=registry)
+        raise ConfigError(problems, source=label) from None
 
 
-def _with_preset(data: dict[str, Any], registry: Any) -> dict[str, Any]:
-    """``data`` merged onto its preset (if any), to give hints about nested keys."""
-    from twinfold.registry import default_registry
-
+def _with_preset(data: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """``data`` merged onto its preset (if it names a registered one), to give hints
+    about nested keys."""
+    name = data.get("preset")
+    if not isinstance(name, str):
+        return data
     try:
-        preset = (registry or default_registry()).preset(data["preset"])
-    except Exception:
+        preset = registry.preset(name)
+    except UnknownComponentError:
         return data
     return deep_merge(dict(preset.config), data)
 

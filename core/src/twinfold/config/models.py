@@ -107,6 +107,19 @@ class DataConfig(StrictModel):
         return self
 
 
+SLOTS: dict[str, str] = {
+    "encoder": "encoder",
+    "projector": "head",
+    "predictor": "head",
+    "target": "target",
+    "loss": "loss",
+    "views": "augmentation",
+}
+"""The one slot map: :class:`MethodConfig` field -> component kind. The field
+validator, the JSON schema, checkpoints' component records and exports derive from it
+(a test checks it against the fields' config base classes)."""
+
+
 class MethodConfig(StrictModel):
     """A composition of components; any registered names may be mixed."""
 
@@ -117,30 +130,12 @@ class MethodConfig(StrictModel):
     loss: SerializeAsAny[LossConfig]
     views: SerializeAsAny[AugmentationConfig]
 
-    @field_validator("encoder", mode="before")
+    @field_validator(*SLOTS, mode="before")
     @classmethod
-    def _encoder(cls, v: Any, info: ValidationInfo) -> Any:
-        return _dispatch("encoder", v, info)
+    def _component(cls, v: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None
+        return _dispatch(SLOTS[info.field_name], v, info)
 
-    @field_validator("projector", "predictor", mode="before")
-    @classmethod
-    def _head(cls, v: Any, info: ValidationInfo) -> Any:
-        return _dispatch("head", v, info)
-
-    @field_validator("target", mode="before")
-    @classmethod
-    def _target(cls, v: Any, info: ValidationInfo) -> Any:
-        return _dispatch("target", v, info)
-
-    @field_validator("loss", mode="before")
-    @classmethod
-    def _loss(cls, v: Any, info: ValidationInfo) -> Any:
-        return _dispatch("loss", v, info)
-
-    @field_validator("views", mode="before")
-    @classmethod
-    def _views(cls, v: Any, info: ValidationInfo) -> Any:
-        return _dispatch("augmentation", v, info)
 
 
 class OptimizerConfig(StrictModel):
@@ -321,6 +316,14 @@ class RunConfig(StrictModel):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     run: RunSettings = Field(default_factory=RunSettings)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    def views_config(self) -> AugmentationConfig:
+        """``method.views`` with an unset ``image_size`` (if the component has one)
+        filled from ``data.image_size``: what the views component is built from."""
+        views = self.method.views
+        if getattr(views, "image_size", "absent") is None:
+            return views.model_copy(update={"image_size": self.data.image_size})
+        return views
 
     @model_validator(mode="before")
     @classmethod

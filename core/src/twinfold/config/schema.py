@@ -21,17 +21,12 @@ def json_schema(registry: Registry | None = None) -> dict[str, Any]:
     """The JSON schema of :class:`RunConfig` where each component slot is the union of
     the installed config classes, discriminated by ``name``."""
     registry = registry or default_registry()
-    method = create_model(
-        "MethodConfig",
-        __config__=None,
-        __base__=models.StrictModel,
-        encoder=(_union(registry, "encoder"), ...),
-        projector=(_union(registry, "head"), ...),
-        predictor=(_union(registry, "head") | None, None),
-        target=(_union(registry, "target"), ...),
-        loss=(_union(registry, "loss"), ...),
-        views=(_union(registry, "augmentation"), ...),
-    )
+    slots: dict[str, Any] = {}
+    for slot, kind in models.SLOTS.items():
+        field = models.MethodConfig.model_fields[slot]
+        union = _union(registry, kind)
+        slots[slot] = (union, ...) if field.is_required() else (union | None, field.default)
+    method = create_model("MethodConfig", __base__=models.StrictModel, **slots)
     presets = tuple(registry.available("preset")) or ("",)
     run = create_model(
         "RunConfig",

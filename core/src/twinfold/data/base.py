@@ -23,6 +23,9 @@ class ImageSource(ABC):
     """Indexed images with optional labels. ``load`` returns uint8 ``[3, H, W]``."""
 
     classes: list[str]
+    fixed_size: bool = True
+    """Whether every image has the same size (false for image folders: a batched view
+    engine then crops each image in the data-loader workers)."""
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -53,6 +56,7 @@ class Subset(ImageSource):
     def __init__(self, base: ImageSource, indices: Sequence[int], role: str) -> None:
         self.base, self.indices, self.role = base, list(indices), role
         self.classes = base.classes
+        self.fixed_size = base.fixed_size
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -93,6 +93,8 @@ class FolderSource(ImageSource):
     own); with ``skip_log`` set, every process also appends the file's path there, so the
     log holds the files skipped by all ranks and workers (see :func:`count_skipped`)."""
 
+    fixed_size = False
+
     def __init__(self, root: str | Path, *, skip_bad: bool = False, field: str = "data.root"):
         self.root, self.skip_bad, self.field = Path(root), skip_bad, field
         self.bad_files: set[Path] = set()

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from twinfold.components import ViewPipeline
 from twinfold.config import RunConfig
-from twinfold.data import PlainDataset, build_eval_loader, build_sources
+from twinfold.data import DataSources, PlainDataset, build_eval_loader, build_sources
 from twinfold.errors import ConfigError
 from twinfold.evaluation.features import extract_features
-from twinfold.registry import Registry, default_registry
+from twinfold.registry import Registry
 
 
 @dataclass
@@ -23,25 +24,22 @@ class LabelledFeatures:
     test_labels: Tensor
 
 
-def eval_pipeline(cfg: RunConfig, registry: Registry | None = None):
+def eval_pipeline(cfg: RunConfig, registry: Registry) -> ViewPipeline:
     """The run's view pipeline (its ``plain`` transform is the evaluation transform)."""
-    registry = registry or default_registry()
-    views = cfg.method.views
-    if getattr(views, "image_size", "absent") is None:
-        views = views.model_copy(update={"image_size": cfg.data.image_size})
-    return registry.build(views)
+    return registry.build(cfg.views_config())
 
 
 def labelled_features(
     cfg: RunConfig,
     backbone: nn.Module,
     *,
+    pipeline: ViewPipeline,
     device: torch.device | str = "cpu",
     batch_size: int = 512,
-    sources=None,
-    pipeline=None,
+    sources: DataSources | None = None,
 ) -> LabelledFeatures:
-    """Features of the evaluation splits of ``cfg.data``; raises ConfigError without labels."""
+    """Features of the evaluation splits of ``cfg.data`` (or of ``sources``), made with
+    ``pipeline.plain`` (:func:`eval_pipeline`); raises ConfigError without labels."""
     sources = sources or build_sources(cfg.data)
     if sources.eval_train is None or sources.eval_test is None:
         raise ConfigError(
@@ -54,7 +52,6 @@ def labelled_features(
                 )
             ]
         )
-    pipeline = pipeline or eval_pipeline(cfg)
     device = torch.device(device)
     bank = build_eval_loader(PlainDataset(sources.eval_train, pipeline), batch_size, 0)
     test = build_eval_loader(PlainDataset(sources.eval_test, pipeline), batch_size, 0)

@@ -1,0 +1,58 @@
+"""Collate functions of the batched view engine (:class:`~twinfold.augment.BatchedViews`):
+they run in the data-loader workers and turn ``(uint8 image, index, seed)`` samples
+into a uint8 batch plus each sample's view parameters, drawn from its own seed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from twinfold.augment.views import BatchedViews, ViewParams
+
+
+class BatchedViewsCollate:
+    """Collates :class:`~twinfold.data.datasets.SeededImageDataset` items to
+    ``(images uint8 [B, 3, H, W], indices int64 [B], params)``, ``params`` holding one
+    :class:`~twinfold.augment.ViewParams` per view, drawn per sample from its seed
+    (:meth:`BatchedViews.sample_per_sample`), so a sample's views do not depend on the
+    batch it lands in. Runs in the data-loader workers (in the training process with
+    ``data.num_workers=0``); the loop applies the engine to the batch on the device."""
+
+    def __init__(self, engine: BatchedViews) -> None:
+        self.engine = engine
+
+    def __call__(
+        self, samples: list[tuple[Tensor, int, int]]
+    ) -> tuple[Tensor, Tensor, list[ViewParams]]:
+        images, indices, seeds = zip(*samples, strict=True)
+        sizes = {tuple(im.shape) for im in images}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"data.view_engine='batched' needs images of one size, got {sorted(sizes)}; "
+                "use CroppedViewsCollate (what dataset 'folder' uses) or "
+                "data.view_engine='per-sample' for images of differing sizes"
+            )
+        height, width = images[0].shape[-2:]
+        params = self.engine.sample_per_sample(seeds, height, width)
+        return torch.stack(images), torch.tensor(indices, dtype=torch.long), params
+
+
+class CroppedViewsCollate(BatchedViewsCollate):
+    """For images of differing sizes (``dataset: folder``): draws each sample's view
+    parameters from its seed like :class:`BatchedViewsCollate`, then crops and resizes
+    every image to every view's box in the worker (uint8, per image), and collates
+    ``(crops, indices, params)`` with ``crops`` one uint8 ``[B, 3, size, size]`` batch per
+    view and full-image boxes in ``params``; the loop runs the flip and every later op
+    on the device (:meth:`BatchedViews.apply_views`)."""
+
+    def __call__(  # type: ignore[override]
+        self, samples: list[tuple[Tensor, int, int]]
+    ) -> tuple[list[Tensor], Tensor, list[ViewParams]]:
+        images, indices, seeds = zip(*samples, strict=True)
+        sizes = [tuple(im.shape[-2:]) for im in images]
+        params = self.engine.sample_per_sample_sizes(seeds, sizes)
+        crops, full = self.engine.crop_per_sample(images, params)
+        return crops, torch.tensor(indices, dtype=torch.long), full

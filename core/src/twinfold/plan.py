@@ -1,0 +1,170 @@
+"""Stage 1 of a run, before any training process starts: everything decided and checked
+once (:func:`prepare_run`). The config is validated and its ``auto`` step settings and
+``run.resume`` resolved; the world size, per-process batch and view engine fixed; the
+checkpoint to continue chosen and checked; the data sources and every component built
+once, so that a bad config, a missing dataset or a component that cannot be built fails
+with exit status 2 before a file is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+from lightning_fabric import Fabric
+from lightning_fabric.strategies import DDPStrategy
+
+from twinfold.components import ViewPipeline
+from twinfold.config import RunConfig
+from twinfold.data import DataSources, build_sources
+from twinfold.errors import ConfigError
+from twinfold.fast_path import FastSettings, with_fast_settings
+from twinfold.method import SiameseMethod, build_method
+from twinfold.registry import Registry, default_registry
+from twinfold.resume import ResumeDecision, decide_resume
+
+VIEW_ENGINES = ("batched", "per-sample")
+
+
+@dataclass  # not frozen: Fabric's spawn launcher copies the launch arguments field by field
+class RunPlan:
+    """What every training process starts from. ``registry`` None stands for the
+    process-wide default registry (each spawned process builds its own)."""
+
+    cfg: RunConfig
+    """Validated, with step settings and ``run.resume`` resolved: what config.yaml records."""
+    settings: FastSettings
+    world_size: int
+    batch_size: int
+    """Samples per process and step."""
+    view_engine: str
+    resume: ResumeDecision
+    registry: Registry | None = None
+
+    @property
+    def components(self) -> Registry:
+        return self.registry or default_registry()
+
+    def describe(self) -> str:
+        """The run's first line: device, step settings and view engine, and why."""
+        return (
+            f"training on {self.settings.accelerator} x {self.cfg.trainer.devices}: "
+            f"{self.settings.describe()}; views: {self.view_engine} "
+            f"(data.view_engine={self.cfg.data.view_engine})"
+        )
+
+
+@dataclass
+class RunParts:
+    """What each process builds from a plan: data sources, the views component and the
+    method (in this order, after seeding, so that every process builds the same)."""
+
+    sources: DataSources
+    pipeline: ViewPipeline
+    method: SiameseMethod
+
+
+def make_fabric(cfg: RunConfig) -> Fabric:
+    """The Fabric object for a config whose step settings are resolved."""
+    t = cfg.trainer
+    if t.precision == "auto":
+        raise ValueError("resolve the step settings first (twinfold.fast_path.with_fast_settings)")
+    strategy: Any = t.strategy
+    if strategy in {"ddp", "ddp_spawn"}:
+        start = "spawn" if strategy == "ddp_spawn" else "popen"
+        timeout = timedelta(seconds=t.collective_timeout_s)
+        strategy = DDPStrategy(start_method=start, timeout=timeout)
+    return Fabric(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
+        precision=t.precision,  # type: ignore[arg-type]
+    )
+
+
+def per_process_batch(cfg: RunConfig, world: int) -> int:
+    """``data.batch_size``, or ``data.global_batch_size / world`` when that is set."""
+    total = cfg.data.global_batch_size
+    if total is None:
+        return cfg.data.batch_size
+    if total % world:
+        raise ConfigError(
+            [
+                (
+                    "data.global_batch_size",
+                    f"{total} is not divisible by the {world} processes (devices x nodes)",
+                )
+            ]
+        )
+    return total // world
+
+
+def build_parts(cfg: RunConfig, registry: Registry) -> RunParts:
+    """Sources, views component and method of ``cfg``."""
+    pipeline = registry.build(cfg.views_config())
+    return RunParts(build_sources(cfg.data), pipeline, build_method(cfg.method, registry))
+
+
+def choose_view_engine(cfg: RunConfig, pipeline: ViewPipeline, registry: Registry) -> str:
+    """``data.view_engine`` resolved: ``auto`` is ``batched`` when the built views
+    component offers a batched engine (:meth:`ViewPipeline.batched_engine`), else
+    ``per-sample``; ``batched`` for a component without one is a config error."""
+    offers = pipeline.batched_engine() is not None
+    setting = cfg.data.view_engine
+    if setting == "auto":
+        return "batched" if offers else "per-sample"
+    if setting == "batched" and not offers:
+        views = cfg.method.views
+        provider = registry.get("augmentation", views.name).provider
+        raise ConfigError(
+            [
+                (
+                    "data.view_engine",
+                    f"'batched' needs a views component with a batched engine; "
+                    f"'{views.name}' from {provider} has none. Set data.view_engine=per-sample "
+                    "or use a views component of the simclr-views family",
+                )
+            ]
+        )
+    return setting
+
+
+def _check_one_batch(train_images: int, world: int, batch: int) -> None:
+    if train_images // world < batch:
+        raise ConfigError(
+            [
+                (
+                    "data.batch_size",
+                    f"the training set has {train_images} images, fewer than one global batch "
+                    f"of {batch * world}; lower the batch size",
+                )
+            ]
+        )
+
+
+def prepare_run(cfg: RunConfig, registry: Registry | None = None) -> tuple[RunPlan, Fabric]:
+    """Decide and check everything before launch; the plan and the Fabric to launch."""
+    components = registry or default_registry()
+    cfg, settings = with_fast_settings(cfg)
+    cfg, resume = decide_resume(cfg, components)
+    fabric = make_fabric(cfg)
+    batch = per_process_batch(cfg, fabric.world_size)
+    with torch.random.fork_rng(devices=[]):  # a trial build: the run's seed is set later
+        parts = build_parts(cfg, components)
+    engine = choose_view_engine(cfg, parts.pipeline, components)
+    _check_one_batch(len(parts.sources.train), fabric.world_size, batch)
+    plan = RunPlan(cfg, settings, fabric.world_size, batch, engine, resume, registry)
+    return plan, fabric
+
+
+__all__ = [
+    "RunParts",
+    "RunPlan",
+    "build_parts",
+    "choose_view_engine",
+    "make_fabric",
+    "per_process_batch",
+    "prepare_run",
+]

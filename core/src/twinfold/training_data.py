@@ -1,0 +1,84 @@
+"""The training batches of one process: the seeded dataset, the resumable sampler and
+loader, and, when the views component offers one, its batched view engine (uint8 images
+collated in the workers, views made on the training device)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from twinfold.components import BatchedViewEngine, ViewPipeline
+from twinfold.config import RunConfig
+from twinfold.data.base import ImageSource
+from twinfold.data.datasets import MultiViewDataset, SeededImageDataset
+from twinfold.data.loaders import ResumableSampler, build_train_loader, collate_views
+
+
+@dataclass
+class TrainingData:
+    """Call :meth:`start_epoch` before iterating :attr:`loader` each epoch, and turn each
+    batch into views with :meth:`make_views`."""
+
+    dataset: MultiViewDataset | SeededImageDataset
+    loader: DataLoader
+    sampler: ResumableSampler
+    engine: BatchedViewEngine | None
+    batch_size: int
+    steps_per_epoch: int
+    channels_last: bool
+
+    def start_epoch(self, epoch: int, step: int) -> None:
+        """Select ``epoch``; a run resumed at ``step`` within it skips its done batches."""
+        skip = step - epoch * self.steps_per_epoch
+        self.sampler.set_epoch(epoch, skip=skip * self.batch_size)
+        self.dataset.set_epoch(epoch)
+
+    def make_views(self, batch: Any, fabric: Any) -> list[Tensor]:
+        """The views of a batch on the training device (made there by the engine)."""
+        if self.engine is not None:
+            views = self.engine.make_views(batch, fabric.device)
+        else:
+            views = fabric.to_device(batch)
+        if self.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        return views
+
+
+def training_data(
+    cfg: RunConfig,
+    train: ImageSource,
+    pipeline: ViewPipeline,
+    *,
+    batched: bool,
+    batch_size: int,
+    world_size: int,
+    rank: int,
+) -> TrainingData:
+    """This process's share of ``train``: views seeded per (run seed, epoch, sample), by
+    ``pipeline`` per sample in the workers, or by its batched engine when ``batched``."""
+    engine = pipeline.batched_engine() if batched else None
+    dataset: MultiViewDataset | SeededImageDataset
+    if engine is not None:
+        dataset = SeededImageDataset(train, cfg.run.seed)
+        collate: Any = engine.collate_fn(fixed_size=train.fixed_size)
+    else:
+        dataset = MultiViewDataset(train, pipeline, cfg.run.seed)
+        collate = collate_views
+    loader, sampler = build_train_loader(
+        dataset,
+        batch_size,
+        world_size=world_size,
+        rank=rank,
+        seed=cfg.run.seed,
+        num_workers=cfg.data.num_workers,
+        collate_fn=collate,
+    )
+    channels_last = bool(cfg.trainer.channels_last)
+    return TrainingData(dataset, loader, sampler, engine, batch_size, len(loader), channels_last)
+
+
+__all__ = ["TrainingData", "training_data"]
