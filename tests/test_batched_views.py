@@ -253,9 +253,9 @@ def test_same_semantics_as_the_per_sample_pipeline_on_uint8() -> None:
         solarize_p=1.0,
         solarize_threshold=0.4,
     )
-    cfg = SimCLRViewsConfig(image_size=20, views=[view], mean=MEAN, std=STD)
+    cfg = SimCLRViewsConfig(image_size=20, views=[view, view], mean=MEAN, std=STD)
     img = images(8, 36, 36, seed=6)
-    (ours,) = BatchedViews.from_config(cfg)(img, gen())
+    ours, _ = BatchedViews.from_config(cfg)(img, gen())  # the first view is drawn first
     theirs = torch.stack([build_simclr_views(cfg)(img[i])[0] for i in range(8)])
     std = torch.tensor(STD).view(1, 3, 1, 1)
     diff = ((ours - theirs) * std).abs()  # back to [0, 1] units
@@ -407,7 +407,7 @@ def test_input_checks_and_gray_input() -> None:
     with pytest.raises(ValueError, match="C = 1 or 3"):
         engine(torch.zeros(2, 4, 8, 8, dtype=torch.uint8), gen())
     with pytest.raises(ValueError, match="crop_scale"):
-        BatchedView(ViewConfig(crop_scale=(0.9, 0.2)), 8, MEAN, STD)
+        BatchedView(ViewConfig.model_construct(crop_scale=(0.9, 0.2)), 8, MEAN, STD)
     with pytest.raises(ValueError, match="at least one view"):
         BatchedViews([], 8, MEAN, STD)
 

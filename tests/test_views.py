@@ -46,7 +46,8 @@ def image(size: int = 24, seed: int = 0, height: int | None = None) -> torch.Ten
 
 
 def pipeline(size: int, **view: object):
-    cfg = SimCLRViewsConfig(
+    """A ONE-view pipeline for testing the ops (configs need two views: built unvalidated)."""
+    cfg = SimCLRViewsConfig.model_construct(
         image_size=size, mean=MEAN, std=STD, views=[ViewConfig(**{**IDENTITY, **view})]
     )
     return build_simclr_views(cfg)
@@ -189,7 +190,7 @@ def test_input_checks_and_gray_input() -> None:
     with pytest.raises(ValueError, match="image_size must be set"):
         build_simclr_views(SimCLRViewsConfig())
     with pytest.raises(ValueError, match="at least one view"):
-        build_simclr_views(SimCLRViewsConfig(image_size=8, views=[]))
+        build_simclr_views(SimCLRViewsConfig.model_construct(image_size=8, views=[]))
 
 
 def test_same_seed_same_views_and_views_differ() -> None:

@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 
 class StrictModel(BaseModel):
-    """pydantic model that forbids unknown keys and validates assignments."""
+    """pydantic model that forbids unknown keys and non-finite floats, and validates
+    assignments."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False
+    )
 
 
 class ComponentConfig(StrictModel):
@@ -49,7 +52,7 @@ class HeadConfig(ComponentConfig):
     """A head's ``in_dim`` is filled by the method from the module before it."""
 
     kind: ClassVar[str] = "head"
-    in_dim: int | None = None
+    in_dim: int | None = Field(None, ge=1)
 
 
 class LossConfig(ComponentConfig):

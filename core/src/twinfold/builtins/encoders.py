@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torchvision
 from pydantic import Field
@@ -49,7 +49,9 @@ class SmallCNNConfig(EncoderConfig):
     """A small residual CNN that trains in minutes on a CPU."""
 
     name: Literal["small-cnn"] = "small-cnn"
-    widths: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    widths: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [32, 64, 128], min_length=1
+    )
     blocks_per_stage: int = Field(1, ge=0, description="residual blocks after each stage's conv")
 
 

@@ -3,24 +3,36 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from twinfold.components import HeadConfig
+
+#: A layer width: at least one unit. Subclasses that redefine ``hidden_dims`` or
+#: ``out_dim`` must keep this type, or they lose the bound.
+Dim = Annotated[int, Field(ge=1)]
 
 
 class MLPHeadConfig(HeadConfig):
     """A multi-layer perceptron head. ``in_dim`` is filled in by the method."""
 
     name: Literal["mlp"] = "mlp"
-    hidden_dims: list[int] = Field(default_factory=lambda: [4096])
-    out_dim: int = Field(256, ge=1)
+    hidden_dims: list[Dim] = Field(default_factory=lambda: [4096])
+    out_dim: Dim = 256
     hidden_bias: bool = Field(True, description="bias in the hidden linear layers")
     hidden_norm: Literal["batch", "none"] = "batch"
     output_bias: bool = True
     output_norm: Literal["none", "batch", "batch-no-affine"] = "none"
+
+    @field_validator("hidden_dims", "out_dim")
+    @classmethod
+    def _positive_widths(cls, value: int | list[int]) -> int | list[int]:
+        # a safety net for subclasses that redefine these fields without ``Dim``
+        if any(width < 1 for width in (value if isinstance(value, list) else [value])):
+            raise ValueError("layer widths must be >= 1")
+        return value
 
 
 class MLPHead(nn.Module):

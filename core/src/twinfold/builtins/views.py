@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 import torchvision.transforms.v2 as v2
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor
 
 from twinfold.augment.blur import blur_kernel_size
@@ -37,15 +37,48 @@ class ViewConfig(StrictModel):
     solarize_p: float = Field(0.0, ge=0, le=1)
     solarize_threshold: float = Field(0.5, ge=0, le=1)
 
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1] <= 1:
+            raise ValueError("crop_scale must be (min, max) with 0 < min <= max <= 1")
+        return value
+
+    @field_validator("crop_ratio", "blur_sigma")
+    @classmethod
+    def _positive_range(
+        cls, value: tuple[float, float], info: ValidationInfo
+    ) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError(f"{info.field_name} must be (min, max) with 0 < min <= max")
+        return value
+
 
 class SimCLRViewsConfig(AugmentationConfig):
     """Two (or more) independently augmented views of each image."""
 
     name: Literal["simclr-views"] = "simclr-views"
-    image_size: int | None = Field(None, description="output side; default data.image_size")
+    image_size: int | None = Field(None, ge=1, description="output side; default data.image_size")
     views: list[ViewConfig] = Field(default_factory=lambda: [ViewConfig(), ViewConfig()])
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+
+    @field_validator("views")
+    @classmethod
+    def _at_least_two_views(cls, value: list[ViewConfig]) -> list[ViewConfig]:
+        if len(value) < 2:
+            raise ValueError(
+                f"views must list at least 2 views (the losses compare views pairwise); "
+                f"got {len(value)}"
+            )
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(s > 0 for s in value):
+            raise ValueError("std must be > 0 for every channel (images are divided by it)")
+        return value
 
 
 def _maybe(p: float, transform: v2.Transform) -> list[v2.Transform]:

@@ -203,7 +203,10 @@ class TrainerConfig(StrictModel):
     """Lightning Fabric settings and the length of training."""
 
     accelerator: str = "auto"
-    devices: int | str = 1
+    devices: int | str = Field(
+        1, description="processes per node: a count >= 1, -1 or 'auto' for all, or Fabric's "
+        "device list such as '0,1'"
+    )
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
     precision: Precision = Field(
@@ -239,6 +242,13 @@ class TrainerConfig(StrictModel):
         "mismatched collective)",
     )
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
+
+    @field_validator("devices")
+    @classmethod
+    def _some_devices(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value != -1 and value < 1:
+            raise ValueError("trainer.devices must be >= 1, or -1 / 'auto' for all devices")
+        return value
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -279,6 +289,12 @@ class RunSettings(StrictModel):
         "installed, 'on' requires it (metrics.csv is always written)",
     )
     plots: bool = Field(True, description="PNG plots in the run directory at the end")
+
+    @field_validator("tensorboard", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: Any) -> Any:
+        """YAML 1.1 reads a bare ``on`` / ``off`` (``--set run.tensorboard=off``) as a bool."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("name")
     @classmethod

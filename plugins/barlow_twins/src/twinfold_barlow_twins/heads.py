@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from twinfold.builtins.heads import MLPHeadConfig
+from twinfold.builtins.heads import Dim, MLPHeadConfig
 
 
 class BarlowTwinsProjectorConfig(MLPHeadConfig):
@@ -15,7 +15,7 @@ class BarlowTwinsProjectorConfig(MLPHeadConfig):
     (the loss standardises the output itself)."""
 
     name: Literal["barlow-twins-projector"] = "barlow-twins-projector"
-    hidden_dims: list[int] = Field(default_factory=lambda: [8192, 8192])
+    hidden_dims: list[Dim] = Field(default_factory=lambda: [8192, 8192])
     hidden_bias: bool = False
-    out_dim: int = 8192
+    out_dim: Dim = 8192
     output_bias: bool = False

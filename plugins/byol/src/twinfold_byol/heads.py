@@ -7,16 +7,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from twinfold.builtins.heads import MLPHeadConfig
+from twinfold.builtins.heads import Dim, MLPHeadConfig
 
 
 class BYOLProjectorConfig(MLPHeadConfig):
     name: Literal["byol-projector"] = "byol-projector"
-    hidden_dims: list[int] = Field(default_factory=lambda: [4096])
-    out_dim: int = 256
+    hidden_dims: list[Dim] = Field(default_factory=lambda: [4096])
+    out_dim: Dim = 256
 
 
 class BYOLPredictorConfig(MLPHeadConfig):
     name: Literal["byol-predictor"] = "byol-predictor"
-    hidden_dims: list[int] = Field(default_factory=lambda: [4096])
-    out_dim: int = 256
+    hidden_dims: list[Dim] = Field(default_factory=lambda: [4096])
+    out_dim: Dim = 256

@@ -9,13 +9,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from twinfold.builtins.heads import MLPHeadConfig
+from twinfold.builtins.heads import Dim, MLPHeadConfig
 
 
 class SimSiamProjectorConfig(MLPHeadConfig):
     name: Literal["simsiam-projector"] = "simsiam-projector"
-    hidden_dims: list[int] = Field(default_factory=lambda: [2048, 2048])
-    out_dim: int = 2048
+    hidden_dims: list[Dim] = Field(default_factory=lambda: [2048, 2048])
+    out_dim: Dim = 2048
     hidden_bias: bool = False
     output_bias: bool = False
     output_norm: Literal["none", "batch", "batch-no-affine"] = "batch-no-affine"
@@ -23,8 +23,8 @@ class SimSiamProjectorConfig(MLPHeadConfig):
 
 class SimSiamPredictorConfig(MLPHeadConfig):
     name: Literal["simsiam-predictor"] = "simsiam-predictor"
-    hidden_dims: list[int] = Field(default_factory=lambda: [512])
-    out_dim: int = 2048
+    hidden_dims: list[Dim] = Field(default_factory=lambda: [512])
+    out_dim: Dim = 2048
     hidden_bias: bool = False
     output_bias: bool = True
     output_norm: Literal["none", "batch", "batch-no-affine"] = "none"

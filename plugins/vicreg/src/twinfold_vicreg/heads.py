@@ -7,14 +7,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from twinfold.builtins.heads import MLPHeadConfig
+from twinfold.builtins.heads import Dim, MLPHeadConfig
 
 
 class VICRegExpanderConfig(MLPHeadConfig):
     """The expander h: two hidden Linear(bias) -> BN -> ReLU blocks, a bias-free output."""
 
     name: Literal["vicreg-expander"] = "vicreg-expander"
-    hidden_dims: list[int] = Field(default_factory=lambda: [8192, 8192])
+    hidden_dims: list[Dim] = Field(default_factory=lambda: [8192, 8192])
     hidden_bias: bool = True
-    out_dim: int = Field(8192, ge=1)
+    out_dim: Dim = 8192
     output_bias: bool = False
