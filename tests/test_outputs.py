@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -163,6 +164,9 @@ def test_report_prints_the_summary_and_lists_plots(run_dir: Path, tmp_path: Path
     assert res.returncode == 0, res.stderr
     assert "knn_top1" in res.stdout and "health/rankme" in res.stdout
     assert str(run_dir / "plot_embedding.png") in res.stdout
+    # one numbering: the per-epoch kNN row is epoch 0 in metrics.csv and in the report
+    epochs = [r["epoch"] for r in _rows(run_dir) if r.get("knn_top1")]
+    assert epochs == ["0"] and re.search(r"kNN % by epoch \(from 0\) +0: \d", res.stdout)
     res = _cli("report", str(tmp_path), cwd=tmp_path)
     assert res.returncode == 2 and "not a twinfold run directory" in res.stderr
 

@@ -98,6 +98,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     result = train(cfg, on_start=_announce)
+    if result.rank != 0:  # every process returns; global rank 0 reports
+        return PREEMPTED_EXIT_CODE if result.stopped_by else 0
     m = result.metrics
     print(f"run directory: {result.run_dir}")
     if result.stopped_by:

@@ -59,8 +59,8 @@ def train(
     on_start: Callable[[RunPlan], None] | None = None,
 ) -> TrainResult:
     """Run ``cfg`` with Lightning Fabric. Everything is decided and checked before a
-    process starts (:func:`twinfold.plan.prepare_run`); ``on_start(plan)`` is called in
-    every process once training starts (the CLI prints the plan there; with
+    process starts (:func:`twinfold.plan.prepare_run`); ``on_start(plan)`` is called on
+    global rank 0 once training starts (the CLI prints the plan there; with
     ``ddp_spawn`` it must be picklable: a module-level function)."""
     plan, fabric = prepare_run(cfg, registry)
     if plan.cfg.trainer.strategy == "ddp_spawn":  # the ranks are this process's children
@@ -75,7 +75,7 @@ def run_training(
     """Every process: open the run directory, seed, build the parts, train."""
     with StopSignals() as signals:
         started = time.perf_counter()
-        if on_start is not None:
+        if on_start is not None and fabric.is_global_zero:
             on_start(plan)
         torch.set_float32_matmul_precision(plan.cfg.trainer.matmul_precision)
         run = open_run_dir(fabric, plan)

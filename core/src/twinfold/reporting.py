@@ -122,11 +122,11 @@ def write_plots(run_dir: Path, embedding: tuple[Tensor, Tensor] | None = None) -
                     ax.set_ylim(bottom=0)
         save(fig, "health")
 
-    epochs = [(r["epoch"] + 1, r["knn_top1"]) for r in rows if "knn_top1" in r and "epoch" in r]
+    epochs = [(r["epoch"], r["knn_top1"]) for r in rows if "knn_top1" in r and "epoch" in r]
     if epochs:
         fig, ax = plt.subplots(figsize=(5, 3.4))
         ax.plot([e for e, _ in epochs], [100 * a for _, a in epochs], marker="o")
-        ax.set(title="held-out kNN top-1 (%)", xlabel="epoch")
+        ax.set(title="held-out kNN top-1 (%)", xlabel="epoch (from 0, as in metrics.csv)")
         save(fig, "knn")
 
     if embedding is not None and embedding[0].shape[0] > 2:
@@ -161,10 +161,10 @@ def summary_text(run_dir: Path) -> str:
     for key in sorted(last):
         if key.startswith(("health/", "loss/", "target/")) or key in {"images_per_s", "epoch"}:
             table.append((f"last {key}", f"{last[key]:.4g}"))
-    knn_epochs = [(int(r["epoch"]) + 1, r["knn_top1"]) for r in rows if "knn_top1" in r]
-    if knn_epochs:
+    knn_epochs = [(int(r["epoch"]), r["knn_top1"]) for r in rows if "knn_top1" in r]
+    if knn_epochs:  # epochs counted from 0, as metrics.csv and checkpoints count them
         shown = ", ".join(f"{e}: {100 * a:.1f}" for e, a in knn_epochs[-10:])
-        table.append(("kNN % by epoch", shown))
+        table.append(("kNN % by epoch (from 0)", shown))
     width = max((len(k) for k, _ in table), default=0)
     lines += [f"  {k:<{width}}  {v}" for k, v in table]
     plots = [run_dir / p for p in PLOTS.values() if (run_dir / p).is_file()]
