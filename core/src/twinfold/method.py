@@ -156,9 +156,8 @@ class SiameseMethod:
         # losses run in float32 even under bf16/fp16 autocast: their batch statistics
         # (cross-correlation, covariance, norms) lose too much in half precision
         with torch.autocast(out.predictions[0].device.type, enabled=False):
-            terms = self.loss.terms(
-                [p.float() for p in out.predictions], [t.float() for t in targets]
-            )
+            online, target = float32_once(out.predictions, targets)
+            terms = self.loss.terms(online, target)
         loss = terms.pop("loss")
         metrics = {f"loss/{k}": mean_over_ranks(v) for k, v in terms.items()}
         return StepOutput(loss, metrics, out.projections[0].detach())
@@ -185,6 +184,23 @@ class SiameseMethod:
                 raise KeyError("the checkpoint has no target network")
             self._target.load_state_dict(state["target"], strict=True)
         self.target_rule.load_state_dict(state.get("target_rule", {}))
+
+
+def float32_once(*groups: Sequence[Tensor]) -> list[list[Tensor]]:
+    """Every tensor of ``groups`` in float32, each converted once: a tensor that appears
+    in several groups (the online and target sides of a method without a target branch)
+    stays ONE tensor, so a loss can still tell that both sides are the same
+    (:meth:`twinfold.Loss.symmetric_view_pairs`)."""
+    done: dict[int, Tensor] = {}
+    out = []
+    for group in groups:
+        converted = []
+        for t in group:
+            if id(t) not in done:
+                done[id(t)] = t.float()
+            converted.append(done[id(t)])
+        out.append(converted)
+    return out
 
 
 def build_method(cfg: MethodConfig, registry: Registry | None = None) -> SiameseMethod:
