@@ -27,7 +27,7 @@ from twinfold.errors import NonFiniteLossError
 from twinfold.evaluation.in_training import held_out_knn
 from twinfold.evaluation.offline import LabelledFeatures
 from twinfold.export import write_backbone
-from twinfold.method import StepOutput, TrainingMethod
+from twinfold.method import SetupOptions, StepOutput, TrainingMethod
 from twinfold.monitoring import StepMonitor, group_lrs
 from twinfold.optim import build_optimizer, lr_scale
 from twinfold.plan import RunParts, RunPlan, build_parts, prepare_run
@@ -155,9 +155,7 @@ class Training:
             lambda module: build_optimizer(
                 module, cfg.optimizer, scale, device_type=fabric.device.type
             ),
-            sync_batchnorm=cfg.trainer.sync_batchnorm,
-            channels_last=bool(cfg.trainer.channels_last),
-            compile=cfg.trainer.compile,
+            SetupOptions.from_trainer(cfg.trainer),
         )
         # the loader is NOT passed through fabric.setup_dataloaders: Fabric's wrapper would
         # call sampler.set_epoch with its own iteration count and undo a mid-epoch resume

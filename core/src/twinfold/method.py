@@ -13,13 +13,26 @@ import torch
 from torch import Tensor, nn
 
 from twinfold.components import BranchOutput, Loss, TargetRule
-from twinfold.config.models import MethodConfig
+from twinfold.config.models import MethodConfig, TrainerConfig
 from twinfold.distributed import mean_over_ranks
 from twinfold.registry import Registry, default_registry
 from twinfold.sync_batchnorm import convert_sync_batchnorm
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 """Builds the optimizer of a method's trainable module (before it is wrapped)."""
+
+
+@dataclass(frozen=True)
+class SetupOptions:
+    """How a method sets itself up on Fabric: the run's resolved trainer settings."""
+
+    sync_batchnorm: bool
+    channels_last: bool
+    compile: bool
+
+    @classmethod
+    def from_trainer(cls, trainer: TrainerConfig) -> SetupOptions:
+        return cls(trainer.sync_batchnorm, trainer.channels_last is True, trainer.compile)
 
 
 @dataclass
@@ -50,13 +63,7 @@ class TrainingMethod(Protocol):
     def backbone(self) -> nn.Module: ...
 
     def setup(
-        self,
-        fabric: Any,
-        make_optimizer: OptimizerFactory,
-        *,
-        sync_batchnorm: bool,
-        channels_last: bool,
-        compile: bool,
+        self, fabric: Any, make_optimizer: OptimizerFactory, options: SetupOptions
     ) -> torch.optim.Optimizer: ...
 
     def training_step(self, views: Sequence[Tensor]) -> StepOutput: ...
@@ -121,27 +128,21 @@ class SiameseMethod:
         return self._network.encoder
 
     def setup(
-        self,
-        fabric: Any,
-        make_optimizer: OptimizerFactory,
-        *,
-        sync_batchnorm: bool,
-        channels_last: bool,
-        compile: bool,
+        self, fabric: Any, make_optimizer: OptimizerFactory, options: SetupOptions
     ) -> torch.optim.Optimizer:
         """Global-batch BN for several processes, memory format and ``torch.compile``
         (in place: parameter names and checkpoints are unchanged), then the optimizer;
         wraps the online network and optimizer with Fabric and moves the target (never
         wrapped: it gets no gradients and is updated identically on every rank)."""
-        if sync_batchnorm and fabric.world_size > 1:
+        if options.sync_batchnorm and fabric.world_size > 1:
             self._network = convert_sync_batchnorm(self._network, fabric.device)
             if self._target is not None:
                 self._target = convert_sync_batchnorm(self._target, fabric.device)
         networks = [m for m in (self._network, self._target) if m is not None]
-        if channels_last:
+        if options.channels_last:
             for network in networks:
                 network.to(memory_format=torch.channels_last)
-        if compile:
+        if options.compile:
             for part in self._network.parts() + networks[1:]:
                 part.compile()
         optimizer = make_optimizer(self._network)
