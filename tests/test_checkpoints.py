@@ -3,16 +3,19 @@ hostile files refused before anything runs, changed configs refused unless force
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import pickle
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
 import twinfold
+import twinfold.loop
 from twinfold import CheckpointError, ConfigError
 from twinfold.atomic_files import atomic_save
 from twinfold.checkpoint_format import FORMAT, check_components, read_checkpoint
@@ -64,8 +67,9 @@ def test_interrupted_save_keeps_the_previous_checkpoint_and_no_partial_file(
     files = Checkpoints(tmp_path / "checkpoints", keep=1)
     files.write({"step": 1, "w": torch.arange(10.0)}, 1)
     before = {p.name: digest(p) for p in files.directory.iterdir()}
-    assert set(before) == {"step-00000001.ckpt", "last.ckpt"}
-    # the write fails after 4 MB of tensor data reached the temporary file
+    assert set(before) == {"step-00000001.ckpt", "step-00000001.ckpt.sha256", "last.ckpt"}
+    # the save fails half-way through serialising 4 MB of tensor data (in memory, before
+    # any file is touched; a write that fails on the disk: the full-disk test below)
     with pytest.raises(RuntimeError, match="simulated failure"):
         files.write({"step": 2, "w": torch.zeros(1 << 20), "bad": Unpicklable()}, 2)
     after = {p.name: digest(p) for p in files.directory.iterdir()}
@@ -104,7 +108,8 @@ def test_run_checkpoint_holds_only_tensors_plain_values_and_registry_names(
     result = twinfold.train(twinfold.load_config(tiny(tmp_path, "r", 4, keep_checkpoints=2)))
     ckpt_dir = result.run_dir / "checkpoints"
     assert sorted(p.name for p in ckpt_dir.iterdir()) == [
-        "last.ckpt", "step-00000002.ckpt", "step-00000004.ckpt"]
+        "last.ckpt", "step-00000002.ckpt", "step-00000002.ckpt.sha256",
+        "step-00000004.ckpt", "step-00000004.ckpt.sha256"]
     raw = torch.load(ckpt_dir / "last.ckpt", weights_only=True)  # torch's safe unpickler
     state = read_checkpoint(ckpt_dir / "last.ckpt")
     assert raw.keys() == state.keys()
@@ -262,3 +267,161 @@ def test_generator_states_round_trip_through_a_checkpoint(tmp_path: Path) -> Non
     first = draw()
     set_rng_state(torch.load(tmp_path / "r.ckpt", weights_only=True)["rng"], loader)
     assert draw() == first
+
+
+def test_weights_that_overflow_in_a_step_are_never_checkpointed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An update that makes the weights infinite passes the loss and gradient checks of
+    its step; the checkpoint after it must not be written, and the error must name the
+    step, the tensor and the checkpoint that is really intact."""
+    cfg = tiny(tmp_path, "overflow", 4)
+    cfg["optimizer"] = {"name": "sgd", "lr": 1e39, "momentum": 0.0}  # finite, but overflows
+    cfg["schedule"] = {"warmup_epochs": 0, "lr_scaling": "none"}
+    cfg["run"]["checkpoint_every"] = 1
+    cfg["trainer"]["precision"] = "32-true"
+    with pytest.raises(twinfold.NonFiniteLossError) as info:
+        twinfold.train(twinfold.load_config(cfg))
+    text = str(info.value)
+    assert "not finite after step 1" in text and "online." in text
+    assert "no checkpoint was written yet" in text
+    assert Checkpoints(tmp_path / "overflow" / "checkpoints").steps() == []
+
+    build = twinfold.loop.build_optimizer
+
+    def overflowing_second_step(*args, **kwargs):  # an overflow inside the 2nd update
+        optimizer = build(*args, **kwargs)
+        done: list[int] = []
+
+        def after(opt, *_):
+            done.append(1)
+            if len(done) == 2:
+                opt.param_groups[0]["params"][0].data.fill_(float("inf"))
+
+        optimizer.register_step_post_hook(after)
+        return optimizer
+
+    monkeypatch.setattr(twinfold.loop, "build_optimizer", overflowing_second_step)
+    later = tiny(tmp_path, "later", 4, checkpoint_every=1)
+    later["trainer"]["precision"] = "32-true"
+    with pytest.raises(twinfold.NonFiniteLossError) as info:
+        twinfold.train(twinfold.load_config(later))
+    assert "not finite after step 2" in str(info.value)
+    assert "step-00000001.ckpt, step 1) is intact" in str(info.value)
+    steps = Checkpoints(tmp_path / "later" / "checkpoints").steps()
+    assert [s for s, _ in steps] == [1]
+    state = read_checkpoint(steps[0][1])
+    assert all(torch.isfinite(v).all() for v in state["online"].values() if v.is_floating_point())
+
+
+def _knn_rows(run: Path) -> list[tuple[str, str]]:
+    with (run / "metrics.csv").open(newline="") as file:
+        return [(r["step"], r["epoch"]) for r in csv.DictReader(file) if r.get("knn_top1")]
+
+
+def test_evaluation_neither_moves_the_rng_nor_is_lost_by_a_stop_before_it(
+    tmp_path: Path,
+) -> None:
+    """Epoch-end kNN after the epoch's checkpoint: a run stopped between the two (as a
+    kill would) and resumed logs that kNN on resume, and ends with the RNG states, weights
+    and kNN rows of the uninterrupted run."""
+
+    def cfg(name: str, **trainer: object) -> dict:
+        c = tiny(tmp_path, name, 12, checkpoint_every=5)  # 1437 // 64 = 22 steps an epoch
+        c["data"]["batch_size"] = 128  # 11 steps an epoch: checkpoints at 5, 10, 11, 12
+        c["trainer"].update(epochs=2, log_every=1, **trainer)
+        c["evaluation"] = {"at_end": False, "every_n_epochs": 1, "compare_random_init": False}
+        return c
+
+    whole = twinfold.train(twinfold.load_config(cfg("whole"))).run_dir
+    twinfold.train(twinfold.load_config(cfg("stopped", stop_after=11)))
+    part = tmp_path / "stopped"
+    assert _knn_rows(part) == []  # stopped at the epoch's end: its kNN not run yet
+    again = cfg("stopped")
+    again["run"]["resume"] = True
+    twinfold.train(twinfold.load_config(again))
+    assert _knn_rows(part) == _knn_rows(whole) == [("11", "0")]
+    quiet = cfg("quiet")
+    quiet["evaluation"]["every_n_epochs"] = 0  # the same run without the epoch's kNN
+    runs = (whole, part, twinfold.train(twinfold.load_config(quiet)).run_dir)
+    a, b, c = (read_checkpoint(r / "checkpoints" / "last.ckpt") for r in runs)
+    assert a["step"] == b["step"] == c["step"] == 12
+    for other in (b, c):  # resumed, and never evaluated: the same generators and weights
+        for key in ("rng", "online", "target"):
+            for name, tensor in a[key].items():
+                assert torch.equal(tensor, other[key][name]), f"{key}.{name}"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 128 KiB file system (tmpfs): room for a run's config and metrics, not for
+    a checkpoint of the tiny model (about 180 KB). Needs the right to mount (root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_named_as_such_with_the_bytes_needed(small_disk: Path) -> None:
+    cfg = tiny(small_disk, "full", 4, tensorboard="off")
+    with pytest.raises(CheckpointError) as info:
+        twinfold.train(twinfold.load_config(cfg))
+    text = str(info.value)
+    assert "no space left on device writing" in text and "step-00000002.ckpt" in text
+    needed = int(text.split("it needs ")[1].split(" bytes")[0].replace(",", ""))
+    assert 100_000 < needed < 1_000_000 and "are free" in text
+    assert "free disk space" in text  # the fix
+    run = small_disk / "full"
+    assert (run / "config.yaml").is_file()
+    assert not [p.name for p in (run / "checkpoints").iterdir()]  # no partial file left
+
+
+def test_a_flipped_byte_is_caught_and_auto_resume_falls_back_to_an_intact_checkpoint(
+    tmp_path: Path,
+) -> None:
+    whole = twinfold.train(twinfold.load_config(tiny(tmp_path, "whole", 6))).run_dir
+    cfg = tiny(tmp_path, "torn", 6, keep_checkpoints=2)
+    cfg["trainer"]["stop_after"] = 4
+    twinfold.train(twinfold.load_config(cfg))
+    files = Checkpoints(tmp_path / "torn" / "checkpoints")
+    assert [s for s, _ in files.steps()] == [2, 4]
+    assert (files.directory / "step-00000004.ckpt.sha256").read_text().endswith(
+        "  step-00000004.ckpt\n"
+    )
+    newest = files.step_path(4)
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit inside the tensor data; the file still loads
+    newest.write_bytes(bytes(data))  # in place: last.ckpt (a hard link) is torn too
+    with pytest.raises(CheckpointError, match=r"last.ckpt is corrupt: .*step-00000004.ckpt.sha256"):
+        read_checkpoint(files.last)  # checked against the step file it is linked to
+    del cfg["trainer"]["stop_after"]
+    with pytest.raises(CheckpointError, match="is corrupt"):  # an explicit resume: refused
+        twinfold.train(twinfold.load_config({**cfg, "run": {**cfg["run"], "resume": True}}))
+    with pytest.warns(UserWarning, match=r"step-00000004.ckpt is corrupt.*next older"):
+        result = twinfold.train(
+            twinfold.load_config({**cfg, "run": {**cfg["run"], "resume": "auto"}})
+        )
+    assert result.steps == 6
+    a, b = (read_checkpoint(r / "checkpoints" / "last.ckpt") for r in (whole, result.run_dir))
+    for key in ("online", "target", "optimizer"):
+        assert digest_tensors(a[key]) == digest_tensors(b[key]), key
+
+
+def digest_tensors(state: dict) -> str:
+    h = hashlib.sha256()
+    for name in sorted(state, key=str):
+        value = state[name]
+        if isinstance(value, dict):
+            h.update(digest_tensors(value).encode())
+        elif isinstance(value, torch.Tensor):
+            h.update(value.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(repr(value).encode())
+    return h.hexdigest()

@@ -9,6 +9,7 @@ import importlib.util
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,23 @@ def test_non_finite_gradient_stops_before_the_optimizer_step(tmp_path: Path) -> 
     steps = [int(r.split(",")[rows[0].split(",").index("step")]) for r in rows[1:]]
     assert steps == [1, 2, 3]  # the metrics that led to the failure are on disk
     assert all(torch.isfinite(v).all() for v in state["online"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("after_s", [0.4, 2.0], ids=["after-0.4s", "after-2s"])
+def test_a_stop_signal_in_the_first_seconds_exits_75_and_a_requeue_starts_afresh(
+    tmp_path: Path, after_s: float
+) -> None:
+    """SIGTERM before training starts (while torch is imported, or while the config and
+    components are prepared): exit 75 like any preemption, nothing written, and the
+    requeued command (run.resume=auto) trains from step 0."""
+    cfg = tiny_config(tmp_path, "early", trainer={"max_steps": 2}, run={"resume": "auto"})
+    proc = start("train", str(cfg), cwd=tmp_path)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, err
+    assert "before training started" in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "early").exists()
+    code, _, err = run("train", str(cfg), cwd=tmp_path)
+    assert code == 0, err
+    assert read_checkpoint(tmp_path / "runs" / "early" / "checkpoints" / "last.ckpt")["step"] == 2

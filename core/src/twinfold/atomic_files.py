@@ -4,6 +4,8 @@ old file or the new one, plus at most a hidden temporary file (``.tmp-*``)."""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -60,14 +62,33 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         os.fsync(file.fileno())
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`). A full disk is
+    an ``OSError`` (ENOSPC) that names the path, the bytes needed and the bytes free."""
+    try:
+        atomic_write(path, lambda file: file.write(data))
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        free = shutil.disk_usage(path.parent).free
+        raise OSError(
+            errno.ENOSPC,
+            f"no space left on device writing {path}: it needs {len(data):,} bytes and "
+            f"{free:,} are free",
+        ) from None
+
+
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`)."""
-    atomic_write(path, lambda file: torch.save(obj, file))
+    """``torch.save(obj)`` to ``path`` atomically (serialised in memory first, so a
+    full disk is reported as such, see :func:`atomic_write_bytes`)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write`)."""
-    atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_link(source: Path, link: Path) -> None:
@@ -87,6 +108,7 @@ __all__ = [
     "atomic_link",
     "atomic_save",
     "atomic_write",
+    "atomic_write_bytes",
     "atomic_write_text",
     "fsync_dir",
 ]

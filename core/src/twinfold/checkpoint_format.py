@@ -9,7 +9,10 @@ the optimizer state and the random number generator states of every rank.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -127,13 +130,67 @@ def _load_weights_only(path: Path) -> Any:
         ) from None
 
 
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def serialise(state: dict[str, Any]) -> bytes:
+    """The bytes of a checkpoint file (``torch.save``)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def checksum_path(checkpoint: Path) -> Path:
+    """``<checkpoint>.sha256``: the file's SHA-256 in ``sha256sum`` format."""
+    return checkpoint.with_name(checkpoint.name + CHECKSUM_SUFFIX)
+
+
+def checksum_line(data: bytes, name: str) -> str:
+    return f"{hashlib.sha256(data).hexdigest()}  {name}\n"
+
+
+def _recorded_checksum(path: Path) -> tuple[str, Path] | None:
+    """The SHA-256 recorded for ``path`` and where: its own ``.sha256`` file, or for
+    ``last.ckpt`` (a hard link) that of the step file it is linked to."""
+    candidates = [checksum_path(path)]
+    candidates += [
+        checksum_path(p)
+        for p in path.parent.glob("step-*.ckpt")
+        if p != path and p.is_file() and os.path.samefile(p, path)
+    ]
+    for side in candidates:
+        if side.is_file():
+            return side.read_text(encoding="utf-8").split(maxsplit=1)[0], side
+    return None
+
+
+def verify_checksum(path: Path) -> None:
+    """Compare the file's SHA-256 with the one recorded when it was written; a
+    mismatch (a flipped byte, a torn copy) is a :class:`CheckpointError`. Checkpoints
+    written before checksums existed have none and pass."""
+    recorded = _recorded_checksum(path)
+    if recorded is None:
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    if digest.hexdigest() != recorded[0]:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: its SHA-256 differs from the one recorded in "
+            f"{recorded[1]} when it was written. Resume from an older step-*.ckpt "
+            "(run.resume=auto does that by itself) or start a new run."
+        )
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a twinfold checkpoint with torch's weights-only unpickler (nothing in the
-    file is imported or called) and check its structure. Raises
-    :class:`CheckpointError` naming the file and the problem."""
+    """Verify a twinfold checkpoint's checksum, load it with torch's weights-only
+    unpickler (nothing in the file is imported or called) and check its structure.
+    Raises :class:`CheckpointError` naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    verify_checksum(path)
     state = _load_weights_only(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
@@ -175,4 +232,13 @@ def check_components(state: dict[str, Any], registry: Registry, path: Path) -> N
             ) from None
 
 
-__all__ = ["FORMAT", "build_checkpoint", "check_components", "components", "read_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "build_checkpoint",
+    "check_components",
+    "checksum_path",
+    "components",
+    "read_checkpoint",
+    "serialise",
+    "verify_checksum",
+]

@@ -11,17 +11,32 @@ hidden temporary file, removed at the next start. What a checkpoint holds is
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from twinfold.atomic_files import TMP_PREFIX, atomic_link, atomic_save, fsync_dir
-from twinfold.checkpoint_format import build_checkpoint, read_checkpoint
+from twinfold.atomic_files import (
+    TMP_PREFIX,
+    atomic_link,
+    atomic_write_bytes,
+    atomic_write_text,
+    fsync_dir,
+)
+from twinfold.checkpoint_format import (
+    CHECKSUM_SUFFIX,
+    build_checkpoint,
+    checksum_line,
+    checksum_path,
+    read_checkpoint,
+    serialise,
+)
 from twinfold.config import RunConfig
-from twinfold.errors import CheckpointError
+from twinfold.errors import CheckpointError, NonFiniteLossError
 from twinfold.registry import Registry
 from twinfold.rng_state import gather_rng, restore_rank_rng, rng_state
 
@@ -71,27 +86,65 @@ class Checkpoints:
             return []
         return sorted(p for p in self.directory.iterdir() if p.name.startswith(TMP_PREFIX))
 
+    def orphan_checksums(self) -> list[Path]:
+        """``.sha256`` files whose checkpoint is gone (a save killed between the two)."""
+        if not self.directory.is_dir():
+            return []
+        sums = self.directory.glob(f"*.ckpt{CHECKSUM_SUFFIX}")
+        return sorted(p for p in sums if not p.with_suffix("").is_file())
+
     def prepare(self, *, resuming: bool) -> None:
-        """Before training (rank 0): remove temporary files left by a killed save; when
-        not resuming (a fresh or overwritten run), also the previous run's checkpoints."""
+        """Before training (rank 0): remove temporary files and orphan checksums left by
+        a killed save; when not resuming (a fresh or overwritten run), also the previous
+        run's checkpoints."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        doomed = self.temporaries()
+        doomed = self.temporaries() + self.orphan_checksums()
         if not resuming:
             doomed += [p for _, p in self.steps()] + ([self.last] if self.last.exists() else [])
+            doomed += [checksum_path(p) for p in list(doomed)]
         for p in doomed:
             p.unlink(missing_ok=True)
         fsync_dir(self.directory)
 
+    def point_last_at(self, path: Path) -> None:
+        """Make ``last.ckpt`` hold ``path`` (after a save killed between writing the step
+        file and re-pointing ``last.ckpt``, the resumed run repairs it)."""
+        if not (self.last.is_file() and os.path.samefile(self.last, path)):
+            atomic_link(path, self.last)
+
     def write(self, obj: dict[str, Any], step: int) -> Path:
-        """Write ``obj`` as the checkpoint of ``step`` (rank 0 only); returns its path."""
+        """Write ``obj`` as the checkpoint of ``step`` (rank 0 only), its SHA-256 first
+        (so a step file never exists without it); returns its path."""
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.step_path(step)
-        atomic_save(obj, path)
+        data = serialise(obj)
+        atomic_write_text(checksum_path(path), checksum_line(data, path.name))
+        try:
+            atomic_write_bytes(path, data)
+        except BaseException:
+            checksum_path(path).unlink(missing_ok=True)
+            raise
         atomic_link(path, self.last)
         for _, old in self.steps()[: -self.keep]:
             old.unlink(missing_ok=True)
+            checksum_path(old).unlink(missing_ok=True)
         fsync_dir(self.directory)
         return path
+
+
+def first_non_finite(state: Mapping[str, Any], prefix: str = "") -> str | None:
+    """The dotted name of the first floating-point tensor of a (nested) state mapping
+    that holds an infinite or NaN value, or None."""
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            found = first_non_finite(value, f"{name}.")
+            if found is not None:
+                return found
+        elif isinstance(value, Tensor) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                return name
+    return None
 
 
 class Checkpointer:
@@ -140,15 +193,26 @@ class Checkpointer:
                 "resume with the config it was written with."
             ) from None
         restore_rank_rng(state["rng"], self.fabric.global_rank, self.generator)
+        if self.fabric.is_global_zero:
+            self.files.point_last_at(path)
         self.saved_step = int(state["step"])
         return self.saved_step
 
     def save(self, step: int) -> Path | None:
         """Save ``step`` on every rank together (once per step). Collective: every
         rank's RNG states are gathered, rank 0 writes, and every rank learns whether the
-        write succeeded (so a failed write raises everywhere, no hang)."""
+        write succeeded (so a failed write raises everywhere, no hang). Weights with an
+        infinite or NaN value are never written: :class:`NonFiniteLossError` on every
+        rank (their weights are identical), naming the tensor."""
         if step == self.saved_step:
             return None
+        bad = first_non_finite(self.method.state_dict())
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"the weights are not finite after step {step}: {bad} holds inf or NaN (an "
+                f"optimizer step overflowed); no checkpoint was written for it, and "
+                f"{self.describe_last()}. Lower optimizer.lr or check the data."
+            )
         local = rng_state(None, self.fabric.device)
         loader_state = self._epoch_state
         at_epoch_end = step % self.steps_per_epoch == 0
@@ -194,4 +258,4 @@ class Checkpointer:
         )
 
 
-__all__ = ["LAST", "Checkpointer", "Checkpoints"]
+__all__ = ["LAST", "Checkpointer", "Checkpoints", "first_non_finite"]

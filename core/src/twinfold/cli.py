@@ -7,8 +7,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from twinfold.errors import ConfigError, TwinfoldError, UnknownComponentError
+
+if TYPE_CHECKING:
+    from twinfold.config import RunConfig
+    from twinfold.loop import TrainResult
 
 DEFAULT_PRESET = "byol-small"
 
@@ -66,7 +71,10 @@ def _parser() -> argparse.ArgumentParser:
             q.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations")
     ex = sub.add_parser("export", help="write the backbone as safetensors + a JSON sidecar")
     ex.add_argument("source", metavar="RUN_OR_CHECKPOINT")
-    ex.add_argument("out", metavar="OUT", help="output file (.safetensors added if missing)")
+    ex.add_argument(
+        "out", metavar="OUT", help="output file (.safetensors added if missing) or directory"
+    )
+    ex.add_argument("--force", action="store_true", help="overwrite an existing export")
     rp = sub.add_parser("report", help="summary table and plots of a run directory")
     rp.add_argument("run", metavar="RUN")
     rp.add_argument("--no-plots", action="store_true", help="do not (re)draw the plots")
@@ -93,13 +101,29 @@ def _announce(plan) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from twinfold.loop import train
-    from twinfold.stopping import PREEMPTED_EXIT_CODE
+    from twinfold.signals import StopSignals
 
-    cfg = _load(args)
-    result = train(cfg, on_start=_announce)
+    with StopSignals():  # first, to the end: a stop signal at any moment is honoured
+        from twinfold.loop import train
+
+        cfg = _load(args)
+        result = train(cfg, on_start=_announce)
+        return _report(cfg, result)
+
+
+def _report(cfg: RunConfig, result: TrainResult) -> int:
+    """What `twinfold train` prints at the end, and its exit status."""
+    from twinfold.signals import PREEMPTED_EXIT_CODE
+
     if result.rank != 0:  # every process returns; global rank 0 reports
         return PREEMPTED_EXIT_CODE if result.stopped_by else 0
+    if result.stopped_by and not result.started:
+        print(
+            f"twinfold: stopped by {result.stopped_by} before training started; nothing "
+            "was written. Run the same command again (run.resume=auto starts afresh).",
+            file=sys.stderr,
+        )
+        return PREEMPTED_EXIT_CODE
     m = result.metrics
     print(f"run directory: {result.run_dir}")
     if result.stopped_by:
@@ -208,13 +232,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from twinfold.artifacts import open_trained
-    from twinfold.export import sidecar_path, write_backbone
+    from twinfold.export import export_path, sidecar_path, write_backbone
 
+    out = export_path(args.out, force=args.force)  # checked before the source is read
     trained = open_trained(args.source)
-    out = write_backbone(
+    write_backbone(
         trained.backbone,
         trained.config,
-        args.out,
+        out,
         {"step": trained.step, "source": str(trained.source)},
     )
     print(f"wrote {out} and {sidecar_path(out)}")
@@ -268,7 +293,12 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         []
         if reg is None
         else [
-            {"entry_point": b.entry_point, "distribution": b.distribution, "error": b.error}
+            {
+                "entry_point": b.entry_point,
+                "distribution": b.distribution,
+                "error": b.error,
+                "fix": b.fix,
+            }
             for b in reg.broken
         ]
     )
@@ -291,7 +321,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         for row in [header, *table]:
             print("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + f"  {row[4]}")
     for b in broken:
-        print(f"BROKEN  {b['entry_point']} ({b['distribution']}): {b['error']}")
+        print(f"BROKEN  {b['entry_point']} ({b['distribution']}): {b['error']}. {b['fix']}")
     for s in skipped:
         print(f"blocked  {s}")
     for line in conflicts:

@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
-from twinfold.atomic_files import atomic_write, atomic_write_text
+from twinfold.atomic_files import atomic_write_bytes, atomic_write_text
 from twinfold.config import RunConfig
 from twinfold.config.models import SLOTS
-from twinfold.errors import CheckpointError
+from twinfold.errors import CheckpointError, ConfigError
 from twinfold.registry import Registry, default_registry
 
 FORMAT = "twinfold-backbone/1"
@@ -67,6 +67,26 @@ def _torchvision_recipe(encoder_cfg: dict[str, Any]) -> dict[str, Any] | None:
     return {"builder": f"torchvision.models.{encoder_cfg['arch']}", "replace": replace}
 
 
+def export_path(out: Path | str, *, force: bool = False) -> Path:
+    """Where ``twinfold export OUT`` writes: ``OUT`` with ``.safetensors`` added when
+    missing, or ``OUT/backbone.safetensors`` for an existing directory. An existing
+    weights file or sidecar there is a :class:`ConfigError` unless ``force``."""
+    out = Path(out)
+    if out.is_dir():
+        out = out / "backbone.safetensors"
+    elif out.suffix != ".safetensors":
+        out = out.with_name(out.name + ".safetensors")
+    taken = [p for p in (out, sidecar_path(out)) if p.exists()]
+    if any(p.is_dir() for p in taken):
+        raise ConfigError([("OUT", f"{taken[0]} is a directory; name a file to write")])
+    if taken and not force:
+        names = " and ".join(str(p) for p in taken)
+        raise ConfigError(
+            [("OUT", f"{names} already exist(s); pass --force to overwrite, or another OUT")]
+        )
+    return out
+
+
 def write_backbone(
     encoder: nn.Module,
     cfg: RunConfig,
@@ -98,7 +118,7 @@ def write_backbone(
         "config": json.loads(cfg.model_dump_json()),
         **(extra or {}),
     }
-    atomic_write(out, lambda file: file.write(save(state, metadata={"format": FORMAT})))
+    atomic_write_bytes(out, save(state, metadata={"format": FORMAT}))
     atomic_write_text(sidecar_path(out), json.dumps(meta, indent=2))
     return out
 

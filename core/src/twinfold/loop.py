@@ -28,6 +28,7 @@ from twinfold.evaluation.in_training import held_out_knn
 from twinfold.evaluation.offline import LabelledFeatures
 from twinfold.export import write_backbone
 from twinfold.method import SetupOptions, StepOutput, TrainingMethod
+from twinfold.metric_sinks import rows_until
 from twinfold.monitoring import StepMonitor, group_lrs
 from twinfold.optim import build_optimizer, lr_scale
 from twinfold.plan import RunParts, RunPlan, build_parts, prepare_run
@@ -50,6 +51,7 @@ class TrainResult:
     seconds: float = 0.0
     stopped_by: str | None = None  # the signal (e.g. 'SIGTERM') that stopped the run early
     rank: int = 0
+    started: bool = True  # False: stopped before training began (nothing was written)
 
 
 def train(
@@ -62,11 +64,16 @@ def train(
     process starts (:func:`twinfold.plan.prepare_run`); ``on_start(plan)`` is called on
     global rank 0 once training starts (the CLI prints the plan there; with
     ``ddp_spawn`` it must be picklable: a module-level function)."""
-    plan, fabric = prepare_run(cfg, registry)
-    if plan.cfg.trainer.strategy == "ddp_spawn":  # the ranks are this process's children
-        with ForwardSignals():
-            return fabric.launch(run_training, plan, on_start)
-    return fabric.launch(run_training, plan, on_start)
+    with StopSignals() as early:  # a stop before training starts writes nothing
+        plan, fabric = prepare_run(cfg, registry)
+        if early.received is not None:
+            out = Path(plan.cfg.run.output_dir) / (plan.resume.run_name or "")
+            return TrainResult(out, steps=plan.resume.step, stopped_by=early.signal_name,
+                               started=False)
+        if plan.cfg.trainer.strategy == "ddp_spawn":  # the ranks are this process's children
+            with ForwardSignals():
+                return fabric.launch(run_training, plan, on_start)
+        return fabric.launch(run_training, plan, on_start)
 
 
 def run_training(
@@ -165,6 +172,8 @@ class Training:
         self.check_grads = cfg.trainer.precision != "16-mixed"  # else the grad scaler's job
 
     def run(self, started: float) -> TrainResult:
+        if self.plan.resume.checkpoint is not None:
+            self._catch_up_evaluation()
         for epoch in range(self.step // self.data.steps_per_epoch, self.cfg.trainer.epochs):
             if self.step >= self.end:
                 break
@@ -189,17 +198,39 @@ class Training:
                 break
             self._step(batch, epoch)
             if every and self.step % every == 0:
-                self.ckpt.save(self.step)
+                self._save()
             if self.stopped_by:  # a signal on any rank: every rank stops here
                 break
         if not every or self.step == self.end or self.stopped_by:
-            self.ckpt.save(self.step)
+            self._save()
+        if not self.stopped_by and self._evaluation_due(epoch):
+            self._epoch_evaluation(epoch)
+
+    def _evaluation_due(self, epoch: int) -> bool:
+        """Whether the kNN after ``epoch`` runs (every ``evaluation.every_n_epochs``,
+        but not after the last step, where the final evaluation runs)."""
         n_eval = self.cfg.evaluation.every_n_epochs
-        if self.stopped_by or not n_eval or (epoch + 1) % n_eval or self.step >= self.end:
-            return
+        return bool(n_eval) and (epoch + 1) % n_eval == 0 and self.step < self.end
+
+    def _epoch_evaluation(self, epoch: int) -> None:
         acc, _ = self._knn(self.method.backbone)
         if acc is not None:
             self.monitor.log({"knn_top1": acc, "epoch": epoch}, self.step)
+
+    def _catch_up_evaluation(self) -> None:
+        """A run resumed at an epoch's end whose kNN was due but never logged (stopped
+        between the checkpoint and the evaluation, or during it) runs it first; rank 0
+        reads metrics.csv and every rank follows its decision."""
+        per_epoch = self.data.steps_per_epoch
+        epoch = self.step // per_epoch - 1
+        if self.step % per_epoch or epoch < 0 or not self._evaluation_due(epoch):
+            return
+        logged = any(
+            row.get("knn_top1") and int(float(row.get("epoch", -1))) == epoch
+            for row in rows_until(self.run_dir.path, self.step)
+        )
+        if not self.fabric.broadcast(logged, src=0):
+            self._epoch_evaluation(epoch)
 
     def _step(self, batch: Any, epoch: int) -> None:
         views = self.data.make_views(batch, self.fabric)
@@ -227,6 +258,13 @@ class Training:
         self.monitor.after_step(self.step, self.total, row, out, samples)
         self.stopped_by = verdict.signal_name if verdict.stop else None
 
+    def _save(self) -> None:
+        try:
+            self.ckpt.save(self.step)
+        except NonFiniteLossError:  # weights that overflowed in the step: never written
+            self.monitor.finalize("failed")
+            raise
+
     def _fail(self, verdict: StepVerdict, out: StepOutput) -> NoReturn:
         self.monitor.finalize("failed")  # keep the rows that led here
         fabric, loss = self.fabric, float(out.loss.detach())
@@ -237,8 +275,12 @@ class Training:
         )
 
     def _knn(self, backbone: torch.nn.Module) -> tuple[float | None, LabelledFeatures | None]:
+        """Held-out kNN; the training's random number generators are left as they were
+        (evaluation must not change what training draws, nor what a resume restores)."""
         sources, pipeline = self.parts.sources, self.parts.pipeline
-        return held_out_knn(self.fabric, self.cfg, backbone, sources, pipeline)
+        cuda = [self.fabric.device] if self.fabric.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            return held_out_knn(self.fabric, self.cfg, backbone, sources, pipeline)
 
     def _finish(self, started: float) -> TrainResult:
         """Final evaluation (with the random-init baseline), then rank 0 logs the final

@@ -25,13 +25,20 @@ METRICS_FILE = "metrics.csv"
 
 def rows_until(run_dir: Path, step: int) -> list[dict[str, str]]:
     """The rows of an earlier ``metrics.csv`` logged at or before ``step`` (the step a run
-    resumes from), as written; empty cells (keys a row did not log) are left out."""
+    resumes from), as written; empty cells (keys a row did not log) are left out, and so
+    are the ``final/*`` rows: a run resumed at its last step runs its finish again."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return []
     with path.open(newline="", encoding="utf-8") as file:
         rows = [{k: v for k, v in row.items() if k and v} for row in csv.DictReader(file)]
-    return [row for row in rows if row.get("step", "").isdigit() and int(row["step"]) <= step]
+    return [
+        row
+        for row in rows
+        if row.get("step", "").isdigit()
+        and int(row["step"]) <= step
+        and not any(k.startswith("final/") for k in row)
+    ]
 
 
 def default_loggers(

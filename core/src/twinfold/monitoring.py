@@ -14,13 +14,20 @@ from tqdm.auto import tqdm
 from twinfold.config import RunConfig
 from twinfold.evaluation.health import CollapseWatch, health_metrics
 from twinfold.method import StepOutput
-from twinfold.metric_sinks import MetricSinks, default_loggers
+from twinfold.metric_sinks import MetricSinks, default_loggers, rows_until
 from twinfold.rundir import RunDir
 
 
 def group_lrs(optimizer: Any) -> dict[str, float]:
     """The learning rate of every parameter group, by the group's name."""
     return {f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}
+
+
+def last_logged_loss(run: RunDir, step: int) -> dict[str, float]:
+    """``{"loss": ...}`` of the last row logged up to ``step`` in the run's metrics (what a
+    run resumed at ``step`` reports as its last loss before it logs one), else empty."""
+    losses = [row["loss"] for row in rows_until(run.path, step) if "loss" in row]
+    return {"loss": float(losses[-1])} if losses else {}
 
 
 class StepMonitor:
@@ -37,7 +44,7 @@ class StepMonitor:
         )
         self.watch = CollapseWatch()
         self.logged = 0
-        self.last: dict[str, float] = {}
+        self.last = last_logged_loss(run, step)
         self.bar = tqdm(
             total=total_steps,
             initial=step,

@@ -68,3 +68,5 @@ class BrokenPlugin:
     distribution: str
     error: str
     details: dict[str, str] = field(default_factory=dict)
+    fix: str = ""
+    """What to do about it: reinstall the distribution, or block the entry point."""

@@ -123,15 +123,18 @@ class Registry:
                 self._add_plugin(ep.name, obj, dist_name, dist.version)
 
     def _broken(self, ep_name: str, dist: str, target: str, exc: BaseException) -> None:
+        fix = (
+            f"Fix or reinstall '{dist}', or block it with {ENV_BLOCK}={ep_name} "
+            f"(CLI: twinfold --block {ep_name} ...)."
+        )
         message = (
             f"plugin entry point '{ep_name} = {target}' of distribution '{dist}' failed to "
-            f"load: {type(exc).__name__}: {exc}. Fix or reinstall '{dist}', or block it "
-            f"with {ENV_BLOCK}={ep_name} (CLI: --block {ep_name})."
+            f"load: {type(exc).__name__}: {exc}. {fix}"
         )
         if self.strict:
             raise PluginLoadError(message) from exc
         tb = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        self.broken.append(BrokenPlugin(ep_name, dist, tb, {"target": target}))
+        self.broken.append(BrokenPlugin(ep_name, dist, tb, {"target": target}, fix))
         warnings.warn(message, PluginLoadWarning, stacklevel=3)
 
     def _add_plugin(self, name: str, obj: object, dist: str, version: str) -> None:

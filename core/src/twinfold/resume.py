@@ -6,12 +6,13 @@ decided here."""
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twinfold.checkpoint_format import check_components, read_checkpoint
+from twinfold.checkpoint_format import check_components, read_checkpoint, verify_checksum
 from twinfold.checkpoints import Checkpoints
 from twinfold.config import RunConfig, load_config
 from twinfold.errors import CheckpointError, ConfigError
@@ -95,6 +96,7 @@ def decide_resume(cfg: RunConfig, registry: Registry) -> tuple[RunConfig, Resume
     """The one resume decision: ``cfg`` with ``run.resume`` resolved, and where to write
     and what to continue. A checkpoint to continue is read and checked here
     (:func:`check_resume`), so a refused one runs nothing."""
+    fall_back = cfg.run.resume == "auto"
     cfg = resolve_resume(cfg)
     name = cfg.run.name
     if name is None:
@@ -107,7 +109,7 @@ def decide_resume(cfg: RunConfig, registry: Registry) -> tuple[RunConfig, Resume
     if not cfg.run.resume:
         check_fresh(path, cfg)
         return cfg, ResumeDecision(name, None)
-    latest = Checkpoints(path / CHECKPOINT_DIR).latest()
+    latest = newest_intact(Checkpoints(path / CHECKPOINT_DIR), fall_back=fall_back)
     if latest is None:
         raise ConfigError(
             [
@@ -120,6 +122,31 @@ def decide_resume(cfg: RunConfig, registry: Registry) -> tuple[RunConfig, Resume
         )
     state = check_resume(latest, cfg, registry)
     return cfg, ResumeDecision(name, latest, int(state["step"]))
+
+
+def newest_intact(files: Checkpoints, *, fall_back: bool) -> Path | None:
+    """The newest checkpoint whose checksum verifies (None when there is none). One
+    that fails is an error, or with ``fall_back`` (``run.resume=auto``) a warning that
+    names it, and the next older one is tried."""
+    steps = [p for _, p in reversed(files.steps())]
+    candidates = steps or ([files.last] if files.last.is_file() else [])
+    failed: list[str] = []
+    for path in candidates:
+        try:
+            verify_checksum(path)
+        except CheckpointError as exc:
+            if not fall_back:
+                raise
+            warnings.warn(f"{exc} Trying the next older checkpoint.", stacklevel=2)
+            failed.append(path.name)
+            continue
+        return path
+    if failed:
+        raise CheckpointError(
+            f"no checkpoint in {files.directory} passes its checksum ({', '.join(failed)}); "
+            "start a new run (run.overwrite=true) or restore the files"
+        )
+    return None
 
 
 def _diff(a: Any, b: Any, prefix: str) -> list[str]:
