@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from runner import run, tiny_config
+from runner import run, run_here, tiny_config
 
 import twinfold
 from twinfold.data import ImageDecodeError
@@ -31,9 +31,10 @@ def test_yaml_python_tags_are_rejected_and_run_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "PWNED"
     evil = tmp_path / "evil.yaml"
     evil.write_text(f"preset: !!python/object/apply:os.system ['touch {marker}']\n")
-    code, _, err = run("config", "show", str(evil), cwd=tmp_path)
+    code, _, err = run_here("config", "show", str(evil), cwd=tmp_path)
     assert code == 2 and "not valid (safe) YAML" in err and "evil.yaml" in err
-    code, _, err = run("train", str(evil), cwd=tmp_path)
+    assert not marker.exists()
+    code, _, err = run("train", str(evil), cwd=tmp_path)  # a real process
     assert code == 2 and not marker.exists() and not (tmp_path / "runs").exists()
 
 
@@ -108,18 +109,19 @@ def test_broken_plugin_spares_commands_that_do_not_need_it(
 ) -> None:
     env = {"PYTHONPATH": f"{plugin_site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "TWINFOLD_BLOCK_PLUGINS": "conflict"}
-    code, out, _ = run("plugins", "--json", cwd=tmp_path, env=env)
+    code, out, _ = run_here("plugins", "--json", cwd=tmp_path, env=env)
     assert code == 0
     listed = json.loads(out)
     assert [b["distribution"] for b in listed["broken"]] == ["twinfold-test-broken"]
     assert "twinfold_missing_dependency_xyz" in listed["broken"][0]["error"]
     names = {c["name"] for c in listed["components"]}
     assert {"toy-mse", "byol"} <= names
+    # a real process: the warning reaches stderr
     code, out, err = run("config", "show", "--set", "trainer.epochs=2", cwd=tmp_path, env=env)
     assert code == 0 and "epochs: 2" in out
     assert "twinfold-test-broken" in err and "--block" in err  # warned, named, with the fix
     # blocked: never imported, so it cannot fail
-    code, out, err = run("--block", "broken", "plugins", "--json", cwd=tmp_path, env=env)
+    code, out, err = run_here("--block", "broken", "plugins", "--json", cwd=tmp_path, env=env)
     listed = json.loads(out)
     assert code == 0 and listed["broken"] == []
     assert "broken (twinfold-test-broken)" in listed["blocked"]
