@@ -97,7 +97,7 @@ def test_missing_or_empty_folder_fails_before_any_process_starts(
         (root / "readme.txt").write_text("no images")
     cfg = tiny_config(tmp_path, "f", data={"dataset": "folder", "root": str(root)},
                       trainer={"devices": 2, "strategy": "ddp_spawn"})
-    code, _, err = run("train", str(cfg), cwd=tmp_path)
+    code, _, err = run_here("train", str(cfg), cwd=tmp_path)
     # exit 2 is the launcher's config error; a failure inside a spawned rank exits 1
     assert code == 2, err
     assert "data.root" in err and str(root) in err
