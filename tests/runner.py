@@ -3,6 +3,8 @@ tiny configs, waiting for files, finding spawned ranks, and fixture plugins."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import socket
 import subprocess
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -54,6 +57,37 @@ def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float
     proc = start(*args, cwd=cwd, env=env)
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+def run_here(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """``twinfold ARGS`` through the CLI's own ``main`` in this process (in ``cwd``, with
+    ``env`` set meanwhile): the exit code, stdout and stderr that :func:`run` gives,
+    without a fresh interpreter importing torch and torchvision (seconds each time).
+    Warnings go to pytest's recorder here, not to stderr: check those with :func:`run`."""
+    from twinfold.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)  # main itself sets variables (--block, --no-plugins)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(cwd)
+            for key, value in (env or {}).items():
+                mp.setenv(key, value)
+                if key == "PYTHONPATH":  # what a fresh interpreter would search first
+                    for entry in reversed(value.split(os.pathsep)):
+                        if entry:
+                            mp.syspath_prepend(entry)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(list(args))
+                except SystemExit as exc:  # argparse's usage errors
+                    code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return code, out.getvalue(), err.getvalue()
 
 
 def wait_for(

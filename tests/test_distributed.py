@@ -13,7 +13,7 @@ from twinfold import distributed as D
 from twinfold.sync_batchnorm import GlobalBatchNorm
 from twinfold.testing import run_processes
 
-pytestmark = pytest.mark.distributed
+pytestmark = [pytest.mark.distributed, pytest.mark.usefixtures("one_thread")]
 WORLD = 2
 
 
@@ -43,11 +43,13 @@ def _gather_worker(rank: int, world: int, aware: bool) -> dict[str, torch.Tensor
 
 
 @pytest.mark.parametrize("aware", [True, False])
-def test_gather_gradient_follows_the_ddp_convention(aware: bool) -> None:
+def test_gather_gradient_follows_the_ddp_convention(
+    aware: bool, collectives: list[dict[object, object]]
+) -> None:
     x = _data().requires_grad_(True)
     ref = _global_loss(x)
     ref.backward()
-    results = run_processes(_gather_worker, WORLD, aware)
+    results = [r[("gather", aware)] for r in collectives]
     for r, res in enumerate(results):
         torch.testing.assert_close(res["loss"], ref.detach())
         expected = WORLD * x.grad.chunk(WORLD)[r]  # DDP divides by WORLD afterwards
@@ -74,12 +76,14 @@ def _sum_worker(rank: int, world: int, aware: bool) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("aware", [True, False])
-def test_sum_reduction_gradient_scale(aware: bool) -> None:
+def test_sum_reduction_gradient_scale(
+    aware: bool, collectives: list[dict[object, object]]
+) -> None:
     """Barlow-Twins-style summed cross-correlation: only the autograd-aware reduction
     gives WORLD x the true local gradient (so DDP's mean is exact)."""
     x = _data().requires_grad_(True)
     (x.T @ x).pow(2).sum().backward()
-    results = run_processes(_sum_worker, WORLD, aware)
+    results = [r[("sum", aware)] for r in collectives]
     grads = torch.cat(results) / WORLD  # what DDP's mean would see per sample
     if aware:
         torch.testing.assert_close(grads, x.grad)
@@ -105,13 +109,30 @@ def _bn_worker(rank: int, world: int) -> dict[str, torch.Tensor]:
     }
 
 
-def test_global_batchnorm_matches_one_process() -> None:
+def _all_worker(rank: int, world: int) -> dict[object, object]:
+    """Every collective check above in one spawn (starting processes dominates the run
+    time); each check draws from its own seeded generator, so their order does not
+    matter."""
+    out: dict[object, object] = {}
+    for aware in (True, False):
+        out[("gather", aware)] = _gather_worker(rank, world, aware)
+        out[("sum", aware)] = _sum_worker(rank, world, aware)
+    out["bn"] = _bn_worker(rank, world)
+    return out
+
+
+@pytest.fixture(scope="module")
+def collectives() -> list[dict[object, object]]:
+    return run_processes(_all_worker, WORLD)
+
+
+def test_global_batchnorm_matches_one_process(collectives: list[dict[object, object]]) -> None:
     torch.manual_seed(0)
     bn = torch.nn.BatchNorm1d(5).double()
     x = (_data(12, 5) * 3 + 1).requires_grad_(True)
     y = bn(x)
     (y * torch.arange(5.0, dtype=torch.float64)).pow(2).sum().backward()
-    res = run_processes(_bn_worker, WORLD)
+    res = [r["bn"] for r in collectives]
     torch.testing.assert_close(torch.cat([r["y"] for r in res]), y.detach())
     torch.testing.assert_close(torch.cat([r["gx"] for r in res]) / WORLD, x.grad)
     torch.testing.assert_close(sum(r["gw"] for r in res) / WORLD, bn.weight.grad)
@@ -155,13 +176,15 @@ def _tiny_config(
             "progress_bar": False,
             "log_every": 1,
         },
-        "run": {"output_dir": str(tmp), "name": name, "checkpoint_every": steps},
+        # a checkpoint after every step: step 1's shows the comparison is not vacuous
+        "run": {"output_dir": str(tmp), "name": name, "checkpoint_every": 1,
+                "keep_checkpoints": steps},
         "evaluation": {"at_end": False},
     }
 
 
-def _params(run_dir: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+def _params(run_dir: Path, file: str = "last.ckpt") -> dict[str, torch.Tensor]:
+    state = torch.load(run_dir / "checkpoints" / file, weights_only=True)
     out = {f"online.{k}": v for k, v in state["online"].items()}
     out.update({f"target.{k}": v for k, v in (state.get("target") or {}).items()})
     return {k: v for k, v in out.items() if v.is_floating_point()}
@@ -179,8 +202,8 @@ def test_two_processes_equal_one_process_after_training_steps(tmp_path: Path, pr
     losses and all parameters after two optimizer steps agree."""
     import twinfold
 
-    def run(name: str, devices: int, batch: int, steps: int = 2) -> Path:
-        cfg = _tiny_config(tmp_path, name, devices, batch, steps, preset)
+    def run(name: str, devices: int, batch: int) -> Path:
+        cfg = _tiny_config(tmp_path, name, devices, batch, 2, preset)
         return twinfold.train(twinfold.load_config(cfg)).run_dir
 
     one, two = run("one", 1, 32), run("two", 2, 16)
@@ -191,6 +214,6 @@ def test_two_processes_equal_one_process_after_training_steps(tmp_path: Path, pr
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
     # the comparison is not vacuous: one step fewer gives different weights
-    early = _params(run("early", 1, 32, steps=1))
+    early = _params(one, "step-00000001.ckpt")
     changed = [k for k in a if not torch.allclose(a[k], early[k], rtol=1e-4, atol=1e-5)]
     assert len(changed) > len(a) // 2

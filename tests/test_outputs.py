@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from runner import run_here
 from safetensors.torch import load_file
 
 import twinfold
@@ -30,6 +31,7 @@ TINY_METHOD = {
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The command line in a fresh subprocess (a real, non-terminal stdout and stderr)."""
     return subprocess.run(
         [sys.executable, "-m", "twinfold.cli", *args],
         cwd=cwd,
@@ -38,6 +40,12 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         timeout=300,
         env=os.environ.copy(),
     )
+
+
+def _twinfold(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The same command through the CLI's ``main`` in this process: the same exit code,
+    stdout and stderr, without a fresh interpreter importing torch for every call."""
+    return subprocess.CompletedProcess(["twinfold", *args], *run_here(*args, cwd=cwd))
 
 
 @pytest.fixture(scope="module")
@@ -90,18 +98,20 @@ def test_plots_and_tensorboard_are_written(run_dir: Path) -> None:
 
 
 def test_eval_knn_reproduces_the_runs_own_number(run_dir: Path, tmp_path: Path) -> None:
+    # in a fresh process: nothing but the run directory carries the number over
     res = _cli("eval", "knn", str(run_dir), "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert out["top1"] == pytest.approx(summary["knn_top1"], abs=1e-6)
     assert (out["train_samples"], out["test_samples"], out["step"]) == (1437, 360, 10)
-    k1 = json.loads(_cli("eval", "knn", str(run_dir), "--k", "1", "--json", cwd=tmp_path).stdout)
+    k1 = _twinfold("eval", "knn", str(run_dir), "--k", "1", "--json", cwd=tmp_path)
+    k1 = json.loads(k1.stdout)
     assert k1["k"] == 1 and 0.3 < k1["top1"] <= 1
 
 
 def test_eval_linear(run_dir: Path, tmp_path: Path) -> None:
-    res = _cli("eval", "linear", str(run_dir / "checkpoints" / "last.ckpt"), cwd=tmp_path)
+    res = _twinfold("eval", "linear", str(run_dir / "checkpoints" / "last.ckpt"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "linear-probe top-1" in res.stdout and "1437 train / 360 held-out" in res.stdout
     acc = float(res.stdout.rsplit(":", 1)[1].strip().rstrip("%"))
@@ -122,27 +132,27 @@ def test_eval_on_an_image_folder_with_class_sub_folders(run_dir: Path, tmp_path:
                 str(tmp_path / "pics" / cls / f"{i}.png"),
             )
     sets = ["--set", "data.dataset=folder", "--set", f"data.root={tmp_path / 'pics'}"]
-    res = _cli("eval", "knn", str(run_dir), *sets, "--k", "5", "--json", cwd=tmp_path)
+    res = _twinfold("eval", "knn", str(run_dir), *sets, "--k", "5", "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     # data.holdout_fraction 0.2 of the 24 images are held out
     assert (out["train_samples"], out["test_samples"], out["k"]) == (19, 5, 5)
     assert out["top1"] == 1.0  # brightness separates the classes for any sane encoder
-    res = _cli("eval", "linear", str(run_dir), *sets, cwd=tmp_path)
+    res = _twinfold("eval", "linear", str(run_dir), *sets, cwd=tmp_path)
     assert res.returncode == 0 and "19 train / 5 held-out" in res.stdout, res.stderr
 
 
 def test_eval_rejects_nonsense_with_a_clear_message(run_dir: Path, tmp_path: Path) -> None:
-    res = _cli("eval", "knn", str(run_dir), "--k", "5000", cwd=tmp_path)
+    res = _twinfold("eval", "knn", str(run_dir), "--k", "5000", cwd=tmp_path)
     assert res.returncode == 2 and "5000 must be between 1 and the 1437" in res.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    res = _cli("eval", "knn", str(empty), cwd=tmp_path)
+    res = _twinfold("eval", "knn", str(empty), cwd=tmp_path)
     assert res.returncode == 1 and "holds no checkpoint" in res.stderr
     assert "Traceback" not in res.stderr
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
-    res = _cli("eval", "linear", str(junk), cwd=tmp_path)
+    res = _twinfold("eval", "linear", str(junk), cwd=tmp_path)
     assert res.returncode == 1 and "cannot read checkpoint" in res.stderr
 
 
@@ -170,27 +180,27 @@ def test_export_into_a_directory_and_never_over_an_export_without_force(
 
 
 def test_export_then_eval_the_exported_file(run_dir: Path, tmp_path: Path) -> None:
-    res = _cli("export", str(run_dir), str(tmp_path / "out" / "digits"), cwd=tmp_path)
+    res = _twinfold("export", str(run_dir), str(tmp_path / "out" / "digits"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     weights = tmp_path / "out" / "digits.safetensors"
     meta = read_sidecar(weights)
     assert meta["encoder"]["name"] == "small-cnn" and meta["feature_dim"] == 16
     assert meta["step"] == 10 and meta["config"]["preset"] == "byol-small"
     assert {"twinfold", "torch", "twinfold-byol"} <= set(meta["versions"])
-    a = _cli("eval", "knn", str(weights), "--json", cwd=tmp_path)
-    b = _cli("eval", "knn", str(run_dir), "--json", cwd=tmp_path)
+    a = _twinfold("eval", "knn", str(weights), "--json", cwd=tmp_path)
+    b = _twinfold("eval", "knn", str(run_dir), "--json", cwd=tmp_path)
     assert json.loads(a.stdout)["top1"] == json.loads(b.stdout)["top1"]
 
 
 def test_report_prints_the_summary_and_lists_plots(run_dir: Path, tmp_path: Path) -> None:
-    res = _cli("report", str(run_dir), cwd=tmp_path)
+    res = _twinfold("report", str(run_dir), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "knn_top1" in res.stdout and "health/rankme" in res.stdout
     assert str(run_dir / "plot_embedding.png") in res.stdout
     # one numbering: the per-epoch kNN row is epoch 0 in metrics.csv and in the report
     epochs = [r["epoch"] for r in _rows(run_dir) if r.get("knn_top1")]
     assert epochs == ["0"] and re.search(r"kNN % by epoch \(from 0\) +0: \d", res.stdout)
-    res = _cli("report", str(tmp_path), cwd=tmp_path)
+    res = _twinfold("report", str(tmp_path), cwd=tmp_path)
     assert res.returncode == 2 and "not a twinfold run directory" in res.stderr
 
 

@@ -18,6 +18,7 @@ from runner import (
     checkpoint_steps,
     install_plugin,
     run,
+    run_here,
     spawned_children,
     start,
     tiny_config,
@@ -75,7 +76,8 @@ def test_signal_stops_every_rank_with_one_checkpoint_then_resumes(
     assert not (run_dir / "backbone.safetensors").exists()
     # every rank ended: nothing left behind
     assert not Path(f"/proc/{target}").exists() or target == proc.pid
-    code, out, err = run("train", str(cfg), "--set", "run.resume=true", cwd=tmp_path)
+    # the same command continues the run (here: no need for another interpreter)
+    code, out, err = run_here("train", str(cfg), "--set", "run.resume=true", cwd=tmp_path)
     assert code == 0, err
     assert "steps: 16" in out
     assert read_checkpoint(run_dir / "checkpoints" / "last.ckpt")["step"] == 16

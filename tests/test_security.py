@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from runner import run, tiny_config
+from runner import run, run_here, tiny_config
 
 import twinfold
 from twinfold.data import ImageDecodeError
@@ -31,9 +31,10 @@ def test_yaml_python_tags_are_rejected_and_run_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "PWNED"
     evil = tmp_path / "evil.yaml"
     evil.write_text(f"preset: !!python/object/apply:os.system ['touch {marker}']\n")
-    code, _, err = run("config", "show", str(evil), cwd=tmp_path)
+    code, _, err = run_here("config", "show", str(evil), cwd=tmp_path)
     assert code == 2 and "not valid (safe) YAML" in err and "evil.yaml" in err
-    code, _, err = run("train", str(evil), cwd=tmp_path)
+    assert not marker.exists()
+    code, _, err = run("train", str(evil), cwd=tmp_path)  # a real process
     assert code == 2 and not marker.exists() and not (tmp_path / "runs").exists()
 
 
@@ -96,7 +97,7 @@ def test_missing_or_empty_folder_fails_before_any_process_starts(
         (root / "readme.txt").write_text("no images")
     cfg = tiny_config(tmp_path, "f", data={"dataset": "folder", "root": str(root)},
                       trainer={"devices": 2, "strategy": "ddp_spawn"})
-    code, _, err = run("train", str(cfg), cwd=tmp_path)
+    code, _, err = run_here("train", str(cfg), cwd=tmp_path)
     # exit 2 is the launcher's config error; a failure inside a spawned rank exits 1
     assert code == 2, err
     assert "data.root" in err and str(root) in err
@@ -108,7 +109,7 @@ def test_broken_plugin_spares_commands_that_do_not_need_it(
 ) -> None:
     env = {"PYTHONPATH": f"{plugin_site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "TWINFOLD_BLOCK_PLUGINS": "conflict"}
-    code, out, _ = run("plugins", "--json", cwd=tmp_path, env=env)
+    code, out, _ = run_here("plugins", "--json", cwd=tmp_path, env=env)
     assert code == 0
     listed = json.loads(out)
     assert [b["distribution"] for b in listed["broken"]] == ["twinfold-test-broken"]
@@ -120,11 +121,12 @@ def test_broken_plugin_spares_commands_that_do_not_need_it(
     assert "twinfold-test-broken" in line and "--block broken" in line
     names = {c["name"] for c in listed["components"]}
     assert {"toy-mse", "byol"} <= names
+    # a real process: the warning reaches stderr
     code, out, err = run("config", "show", "--set", "trainer.epochs=2", cwd=tmp_path, env=env)
     assert code == 0 and "epochs: 2" in out
     assert "twinfold-test-broken" in err and "--block" in err  # warned, named, with the fix
     # blocked: never imported, so it cannot fail
-    code, out, err = run("--block", "broken", "plugins", "--json", cwd=tmp_path, env=env)
+    code, out, err = run_here("--block", "broken", "plugins", "--json", cwd=tmp_path, env=env)
     listed = json.loads(out)
     assert code == 0 and listed["broken"] == []
     assert "broken (twinfold-test-broken)" in listed["blocked"]
