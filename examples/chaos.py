@@ -92,11 +92,18 @@ def checkpoints(run: Path) -> list[int]:
     return sorted(int(p.name[5:13]) for p in folder.glob("step-*.ckpt")) if folder.is_dir() else []
 
 
-def moment_reached(phase: str, run: Path, seen: list[int], started: float) -> bool:
-    """Whether ``phase`` of the run started at ``started`` is under way (polled every ms)."""
+def temporaries(run: Path) -> set[str]:
     folder = run / "checkpoints"
-    if phase == "checkpoint":
-        return folder.is_dir() and any(folder.glob(".tmp-*"))
+    return {p.name for p in folder.glob(".tmp-*")} if folder.is_dir() else set()
+
+
+def moment_reached(
+    phase: str, run: Path, seen: list[int], started: float, stale: set[str]
+) -> bool:
+    """Whether ``phase`` of the run started at ``started`` is under way (polled every ms);
+    ``seen`` are the checkpoints and ``stale`` the temporary files there before it."""
+    if phase == "checkpoint":  # a temporary file of this process's save (not a leftover)
+        return bool(temporaries(run) - stale)
     if phase == "step":  # this process logged a step: training is under way
         metrics = run / "metrics.csv"
         return metrics.is_file() and metrics.stat().st_mtime > started
@@ -111,7 +118,7 @@ def kill_once(config: Path, run: Path, rng: random.Random) -> tuple[str, str, in
     """Start the run and kill it at a random moment; (phase, signal, exit status), or
     the phase 'finished' when the run ended before the moment came."""
     phase, sig = rng.choice(PHASES), rng.choice(SIGNALS)
-    seen, started = checkpoints(run), time.time()
+    seen, started, stale = checkpoints(run), time.time(), temporaries(run)
     trained = EPOCHS * STEPS_PER_EPOCH in seen
     if trained:  # only the final evaluation and export are left: kill during them
         phase = "export"
@@ -119,7 +126,7 @@ def kill_once(config: Path, run: Path, rng: random.Random) -> tuple[str, str, in
     if trained:
         time.sleep(rng.uniform(0.3, 5.0))  # past start-up (handlers in place after ~0.1 s)
     deadline = time.monotonic() + 120
-    while not trained and not moment_reached(phase, run, seen, started):
+    while not trained and not moment_reached(phase, run, seen, started, stale):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.wait()
             return "finished", sig.name, proc.returncode
@@ -189,6 +196,8 @@ def chaos(out: Path, kills: int, per_run: int, seed: int) -> dict[str, Any]:
         if final.returncode != 0:
             raise RuntimeError(f"{name} did not finish:\n{final.stderr}")
         results.append({"run": name, "differences": differences(reference, run, fp)})
+        print(f"{name}: {total} kills so far, equal: {not results[-1]['differences']}",
+              file=sys.stderr, flush=True)
         index += 1
     equal = sum(not r["differences"] for r in results)
     return {"kills": total, "by_phase_and_signal": dict(counts), "runs": len(results),
