@@ -292,9 +292,9 @@ def test_resume_is_decided_and_checked_once(tmp_path: Path, monkeypatch) -> None
     checks: list[Path] = []
     check = twinfold.resume.check_resume
 
-    def counting(path: Path, *args: Any) -> dict:
+    def counting(path: Path, *args: Any, **kwargs: Any) -> dict:
         checks.append(path)
-        return check(path, *args)
+        return check(path, *args, **kwargs)
 
     monkeypatch.setattr(twinfold.resume, "check_resume", counting)
     result = twinfold.train(twinfold.load_config(_tiny(tmp_path, "r", run={"resume": True})))

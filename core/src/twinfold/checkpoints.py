@@ -206,7 +206,8 @@ class Checkpointer:
         rank (their weights are identical), naming the tensor."""
         if step == self.saved_step:
             return None
-        bad = first_non_finite(self.method.state_dict())
+        method_state = self.method.state_dict()
+        bad = first_non_finite(method_state)
         if bad is not None:
             raise NonFiniteLossError(
                 f"the weights are not finite after step {step}: {bad} holds inf or NaN (an "
@@ -225,7 +226,7 @@ class Checkpointer:
         error = ""
         if self.fabric.is_global_zero:
             try:
-                self.files.write(self._contents(step, rng), step)
+                self.files.write(self._contents(step, method_state, rng), step)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
         error = self.fabric.broadcast(error, src=0)
@@ -238,13 +239,15 @@ class Checkpointer:
         self.saved_step = step
         return path
 
-    def _contents(self, step: int, rng: dict[str, Tensor]) -> dict[str, Any]:
+    def _contents(
+        self, step: int, method_state: dict[str, Any], rng: dict[str, Tensor]
+    ) -> dict[str, Any]:
         return build_checkpoint(
             self.cfg,
             self.registry,
             step,
             self.fabric.world_size,
-            self.method.state_dict(),
+            method_state,
             self.optimizer,
             rng,
         )

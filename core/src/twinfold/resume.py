@@ -120,7 +120,7 @@ def decide_resume(cfg: RunConfig, registry: Registry) -> tuple[RunConfig, Resume
                 )
             ]
         )
-    state = check_resume(latest, cfg, registry)
+    state = check_resume(latest, cfg, registry, verified=True)  # hashed just above
     return cfg, ResumeDecision(name, latest, int(state["step"]))
 
 
@@ -188,10 +188,12 @@ def config_changes(
     return [k for k in _diff(saved, now, "") if not _may_change(k, MAY_CHANGE_ON_RESUME)]
 
 
-def check_resume(path: Path, cfg: RunConfig, registry: Registry) -> dict[str, Any]:
+def check_resume(
+    path: Path, cfg: RunConfig, registry: Registry, *, verified: bool = False
+) -> dict[str, Any]:
     """Read ``path`` and check that ``cfg`` may continue it: known components and no
     config change beyond :data:`MAY_CHANGE_ON_RESUME` unless ``run.force_resume``."""
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, verified=verified)
     check_components(state, registry, path)
     changed = config_changes(state["config"], cfg, registry)
     if changed and not cfg.run.force_resume:
