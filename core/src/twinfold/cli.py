@@ -75,6 +75,32 @@ def _parser() -> argparse.ArgumentParser:
         "out", metavar="OUT", help="output file (.safetensors added if missing) or directory"
     )
     ex.add_argument("--force", action="store_true", help="overwrite an existing export")
+    em = sub.add_parser(
+        "embed", help="backbone embeddings of an image folder or dataset split (.npy + .csv)"
+    )
+    em.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run dir, .ckpt or export")
+    em.add_argument(
+        "data", metavar="DATA", help="image folder, or DATASET:SPLIT such as digits:test"
+    )
+    em.add_argument(
+        "out",
+        metavar="OUT",
+        help="output .npy or .safetensors (.npy added if missing) or directory",
+    )
+    em.add_argument("--batch-size", type=int, default=256, help="images per batch (256)")
+    em.add_argument("--workers", type=int, default=0, help="data-loader worker processes (0)")
+    em.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
+    em.add_argument(
+        "--precision",
+        default="32-true",
+        help="32-true (as twinfold eval), bf16-mixed or 16-mixed (autocast)",
+    )
+    em.add_argument(
+        "--skip-bad-images", action="store_true", help="leave unreadable images out (listed)"
+    )
+    em.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    em.add_argument("--no-progress", action="store_true", help="no progress bar")
+    overrides_arg(em, "data.root=DIR (for DATASET:SPLIT)")
     rp = sub.add_parser("report", help="summary table and plots of a run directory")
     rp.add_argument("run", metavar="RUN")
     rp.add_argument("--no-plots", action="store_true", help="do not (re)draw the plots")
@@ -246,6 +272,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from twinfold.embedding import embed
+
+    result = embed(
+        args.source,
+        args.data,
+        args.out,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+        precision=args.precision,
+        skip_bad_images=args.skip_bad_images,
+        force=args.force,
+        overrides=args.overrides,
+        progress=not args.no_progress,
+    )
+    if result.resumed_at:
+        print(f"continued an interrupted embedding at row {result.resumed_at}")
+    for bad in result.skipped:
+        item = bad.get("path", bad.get("index"))
+        print(f"skipped unreadable image {item}: {bad['error']}")
+    print(
+        f"wrote {result.matrix} ({result.rows} x {result.dim} float32), {result.table} "
+        f"and {result.sidecar}"
+    )
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -346,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": _cmd_config,
         "eval": _cmd_eval,
         "export": _cmd_export,
+        "embed": _cmd_embed,
         "report": _cmd_report,
         "plugins": _cmd_plugins,
     }

@@ -61,7 +61,8 @@ def decode_file(path: Path) -> Tensor:
         if "cannot identify image file" in reason:  # Pillow's words for an unknown format
             reason = "not an image in a known format"
         raise ImageDecodeError(
-            f"cannot decode image '{path}': {reason}. Remove or replace the file, or {_SKIP_HINT}."
+            f"cannot decode image '{path}': {reason}. Remove or replace the file, or {_SKIP_HINT}.",
+            reason,
         ) from None
     if image.ndim == 4:
         image = image[0]
