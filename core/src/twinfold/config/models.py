@@ -91,6 +91,18 @@ class DataConfig(StrictModel):
     skip_bad_images: bool = Field(
         False, description="skip (and count) unreadable images instead of failing"
     )
+    max_image_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        description="largest image (width x height) an image folder may hold; a larger "
+        "one is refused from its header, before decoding (a decompression bomb)",
+    )
+    symlinks: Literal["inside", "follow"] = Field(
+        "inside",
+        description="symbolic links in an image folder: 'inside' follows only those whose "
+        "target lies inside the folder (others are an error naming the link); 'follow' "
+        "follows every link",
+    )
     view_engine: Literal["auto", "per-sample", "batched"] = Field(
         "auto",
         description="'batched': uint8 images batched and augmented on the training device "

@@ -86,8 +86,11 @@ class EmbedData:
         return h.hexdigest()
 
 
-def _folder(root: Path) -> EmbedData:
-    source = FolderSource(root, field="DATA")
+def _folder(root: Path, cfg: RunConfig) -> EmbedData:
+    """The images under ``root``, read with the run's limits (``data.max_image_pixels``,
+    ``data.symlinks``; ``--set`` changes them)."""
+    rules = {"max_pixels": cfg.data.max_image_pixels, "symlinks": cfg.data.symlinks}
+    source = FolderSource(root, field="DATA", **rules)
     items = [f.relative_to(source.root).as_posix() for f in source.files]
     stamps = [f"{(s := f.stat()).st_size}:{s.st_mtime_ns}" for f in source.files]
     spec = str(source.root.resolve())
@@ -130,4 +133,4 @@ def open_data(data: str, cfg: RunConfig) -> EmbedData:
         raise ConfigError(
             [("DATA", f"'{data}' is a file; DATA is {_usage()} (pass the folder around it)")]
         )
-    return _folder(path)
+    return _folder(path, cfg)
