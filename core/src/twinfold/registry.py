@@ -187,6 +187,9 @@ class Registry:
 
     # ------------------------------------------------------------------ lookups
     def records(self, kind: str | None = None) -> list[Registered]:
+        """Every registered record (or those of one kind), sorted by kind and name; each
+        says which plugin, distribution and version provide it (tests can check that a
+        component arrives through the installed entry point)."""
         wanted = None if kind is None else self._kind(kind)
         return sorted(
             (r for r in self._records.values() if wanted is None or r.kind == wanted),
@@ -264,7 +267,8 @@ class Registry:
             ) from exc
 
     def create(self, kind: str, name: str, **params: Any) -> Any:
-        """Validate ``params`` with the component's config class and build it."""
+        """Validate ``params`` with the component's config class and build it. A views
+        component needs ``image_size`` here (a run fills it from ``data.image_size``)."""
         cls = self.config_class(kind, name)
         try:
             config = cls(name=name, **params)
