@@ -111,7 +111,9 @@ def available(kind: str) -> list[str]:
 
 
 def create(kind: str, name: str, **params: Any) -> Any:
-    """Validate ``params`` with the component's config class and build the component."""
+    """Validate ``params`` with the component's config class and build the component,
+    e.g. ``create("loss", "byol")``. Views need their output size, which a run fills
+    from ``data.image_size``: ``create("augmentation", "byol-views", image_size=32)``."""
     from twinfold.registry import default_registry
 
     return default_registry().create(kind, name, **params)

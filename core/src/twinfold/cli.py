@@ -18,9 +18,27 @@ if TYPE_CHECKING:
 DEFAULT_PRESET = "byol-small"
 
 
+class _PrintVersions(argparse.Action):
+    """``--version``: the core's and every installed plugin distribution's version, read
+    from the installed metadata (no plugin is imported), then exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from twinfold.entry_points import versions_report
+        from twinfold.version import __version__
+
+        print(versions_report(__version__))
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="twinfold", description="Non-contrastive self-supervised learning on images."
+    )
+    p.add_argument(
+        "--version", action=_PrintVersions, help="print the core and plugin versions and exit"
     )
     p.add_argument("--no-plugins", action="store_true", help="load no entry-point plugins")
     p.add_argument(
