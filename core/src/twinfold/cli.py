@@ -119,12 +119,33 @@ def _parser() -> argparse.ArgumentParser:
     em.add_argument("--force", action="store_true", help="overwrite existing outputs")
     em.add_argument("--no-progress", action="store_true", help="no progress bar")
     overrides_arg(em, "data.root=DIR (for DATASET:SPLIT)")
+    _data_args(sub)
     rp = sub.add_parser("report", help="summary table and plots of a run directory")
     rp.add_argument("run", metavar="RUN")
     rp.add_argument("--no-plots", action="store_true", help="do not (re)draw the plots")
     pl = sub.add_parser("plugins", help="list installed components and plugins")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+def _data_args(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("data", help="prepare data: pack an image folder into shards")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    pk = dsub.add_parser("pack", help="image folder -> LitData shards for data.dataset=streaming")
+    pk.add_argument("src", metavar="SRC", help="image folder (flat or one sub-folder per class)")
+    pk.add_argument("out", metavar="OUT", help="output directory of the shards")
+    pk.add_argument("--force", action="store_true", help="replace a non-empty OUT")
+    pk.add_argument(
+        "--skip-bad-images", action="store_true", help="leave unreadable images out (listed)"
+    )
+    pk.add_argument(
+        "--max-image-pixels", type=int, default=None, help="as data.max_image_pixels (1e8)"
+    )
+    pk.add_argument(
+        "--symlinks", choices=["inside", "follow"], default="inside", help="as data.symlinks"
+    )
+    pk.add_argument("--shard-mb", type=int, default=64, help="shard size in MiB (64)")
+    pk.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _load(args: argparse.Namespace):
@@ -318,6 +339,32 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from twinfold.data.folder import MAX_PIXELS
+    from twinfold.data.pack import pack_folder
+
+    if args.shard_mb < 1:
+        raise ConfigError([("--shard-mb", f"must be at least 1, got {args.shard_mb}")])
+    result = pack_folder(
+        args.src,
+        args.out,
+        force=args.force,
+        skip_bad=args.skip_bad_images,
+        max_pixels=args.max_image_pixels or MAX_PIXELS,
+        symlinks=args.symlinks,
+        chunk_bytes=args.shard_mb << 20,
+        progress=not args.no_progress,
+    )
+    for name in result.skipped:
+        print(f"skipped unreadable image {name}")
+    kind = f"{len(result.classes)} classes" if result.classes else "unlabelled"
+    print(
+        f"packed {result.images} images ({kind}) into {result.shards} shard(s) in "
+        f"{result.out}; train on them with data.dataset=streaming data.root={result.out}"
+    )
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -419,6 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval": _cmd_eval,
         "export": _cmd_export,
         "embed": _cmd_embed,
+        "data": _cmd_data,
         "report": _cmd_report,
         "plugins": _cmd_plugins,
     }

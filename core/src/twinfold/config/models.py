@@ -9,11 +9,12 @@ composition that the rest of the config is merged onto.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
     SerializeAsAny,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -70,11 +71,20 @@ def _dispatch(kind: str, value: Any, info: ValidationInfo) -> Any:
     return cls.model_validate(value, context=info.context)
 
 
+StorageUri = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://")]
+"""An object-store address such as ``s3://bucket/shards`` (kept as text: a ``Path``
+would fold its ``//``)."""
+
+
 class DataConfig(StrictModel):
     """Where images come from and how they are batched."""
 
-    dataset: Literal["digits", "folder", "cifar10", "cifar100", "stl10"] = "digits"
-    root: Path | None = Field(None, description="image folder, or torchvision data root")
+    dataset: Literal["digits", "folder", "streaming", "cifar10", "cifar100", "stl10"] = "digits"
+    root: StorageUri | Path | None = Field(
+        None,
+        description="image folder, torchvision data root, or for 'streaming' the shards "
+        "of 'twinfold data pack' (a directory or an object-store URI such as s3://...)",
+    )
     eval_root: Path | None = Field(
         None, description="labelled image folder (one sub-folder per class) for evaluation"
     )
@@ -116,6 +126,11 @@ class DataConfig(StrictModel):
     def _needs_root(self) -> DataConfig:
         if self.dataset == "folder" and self.root is None:
             raise ValueError("data.root is required for dataset 'folder' (an image folder)")
+        if self.dataset == "streaming" and self.root is None:
+            raise ValueError(
+                "data.root is required for dataset 'streaming' (the output directory of "
+                "'twinfold data pack', or its s3:// copy)"
+            )
         return self
 
 

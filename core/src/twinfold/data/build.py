@@ -45,7 +45,19 @@ def _file_rules(cfg: DataConfig) -> dict[str, Any]:
 
 def _folder_sources(cfg: DataConfig) -> DataSources:
     assert cfg.root is not None  # DataConfig requires it for 'folder'
-    root = FolderSource(cfg.root, **_file_rules(cfg))
+    return _split_sources(FolderSource(cfg.root, **_file_rules(cfg)), cfg)
+
+
+def _streaming_sources(cfg: DataConfig) -> DataSources:
+    from twinfold.data.streaming import StreamingSource  # imports nothing of LitData yet
+
+    assert cfg.root is not None  # DataConfig requires it for 'streaming'
+    return _split_sources(StreamingSource(cfg.root, max_pixels=cfg.max_image_pixels), cfg)
+
+
+def _split_sources(root: ImageSource, cfg: DataConfig) -> DataSources:
+    """A labelled ``root`` split into train and held-out parts, or with ``eval_root``
+    that folder for the kNN queries (and the bank too when ``root`` is unlabelled)."""
     if cfg.eval_root is None:
         if not root.labelled:
             return DataSources(root, None, None)
@@ -78,6 +90,7 @@ def build_sources(cfg: DataConfig) -> DataSources:
     * digits: fixed stratified split; the train part is also the kNN bank.
     * folder: a labelled root is split like the digits; with ``eval_root`` that folder
       holds the kNN queries (and, when the root is unlabelled, the bank as well).
+    * streaming: the shards of ``twinfold data pack``, split as a folder is.
     * cifar10 / cifar100: train split for training and bank, test split for queries;
       stl10: the unlabelled split for training, train / test for evaluation.
     """
@@ -86,6 +99,8 @@ def build_sources(cfg: DataConfig) -> DataSources:
         return DataSources(train, train, held)
     if cfg.dataset == "folder":
         return _folder_sources(cfg)
+    if cfg.dataset == "streaming":
+        return _streaming_sources(cfg)
     root = cfg.root if cfg.root is not None else "data"
     if cfg.dataset == "stl10":
         return DataSources(
