@@ -206,3 +206,26 @@ def test_lightly_views_take_the_configs_parameters() -> None:
     odd = cfg.model_copy(update={"views": [ViewConfig(crop_scale=(0.2, 0.9)), ViewConfig()]})
     with pytest.raises(ValueError, match="min_scale, 1.0"):
         augmentation.lightly_byol_transform(odd, 16)
+
+
+def test_the_jpeg_benchmark_runs_every_row_on_a_few_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Four generated JPEGs, 32 px views: every row measures, the table and the decoding
+    table are printed, and the files are the photo-like 500 x 375 JPEGs it promises."""
+    pytest.importorskip("litdata")
+    bench = _load("jpeg224")
+    rates = bench.main(["--images", "4", "--size", "32", "--repeats", "1", "--dir",
+                        str(tmp_path)])
+    expected = {"twinfold folder", "twinfold streaming", "torchvision ImageFolder + v2"}
+    assert expected <= rates.keys() and all(r > 0 for r in rates.values())
+    if importlib.util.find_spec("lightly") is not None:
+        assert "lightly BYOLTransform" in rates
+    out = capsys.readouterr().out
+    assert "| twinfold streaming |" in out and "| 1/2 per side |" in out
+    files = sorted((tmp_path / "jpegs").rglob("*.jpg"))
+    assert len(files) == 4
+    from PIL import Image
+
+    with Image.open(files[0]) as image:
+        assert image.format == "JPEG" and image.size == (500, 375)

@@ -4,6 +4,8 @@ collated in the workers, views made on the training device)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +50,18 @@ class TrainingData:
         return views
 
 
+def _jpeg_reduction(
+    engine: BatchedViewEngine, limit: int, fixed_size: bool
+) -> Callable[[int, int, int], int] | None:
+    """How much smaller a sample's JPEG may be decoded (``data.jpeg_reduction``): for
+    images of differing sizes cropped in the workers, by engines that can say
+    (``jpeg_reduction(seed, height, width, limit)``, as :class:`BatchedViews` does)."""
+    ask = getattr(engine, "jpeg_reduction", None)
+    if fixed_size or limit == 1 or ask is None:
+        return None
+    return functools.partial(ask, limit=limit)
+
+
 def training_data(
     cfg: RunConfig,
     train: ImageSource,
@@ -63,7 +77,8 @@ def training_data(
     engine = pipeline.batched_engine() if batched else None
     dataset: MultiViewDataset | SeededImageDataset
     if engine is not None:
-        dataset = SeededImageDataset(train, cfg.run.seed)
+        reduction = _jpeg_reduction(engine, cfg.data.jpeg_reduction, train.fixed_size)
+        dataset = SeededImageDataset(train, cfg.run.seed, reduction)
         collate: Any = engine.collate_fn(fixed_size=train.fixed_size)
     else:
         dataset = MultiViewDataset(train, pipeline, cfg.run.seed)

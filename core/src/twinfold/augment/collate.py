@@ -4,7 +4,7 @@ into a uint8 batch plus each sample's view parameters, drawn from its own seed."
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -49,10 +49,13 @@ class CroppedViewsCollate(BatchedViewsCollate):
     on the device (:meth:`BatchedViews.apply_views`)."""
 
     def __call__(  # type: ignore[override]
-        self, samples: list[tuple[Tensor, int, int]]
+        self, samples: list[tuple[Any, ...]]
     ) -> tuple[list[Tensor], Tensor, list[ViewParams]]:
-        images, indices, seeds = zip(*samples, strict=True)
-        sizes = [tuple(im.shape[-2:]) for im in images]
+        images = [s[0] for s in samples]
+        indices = [s[1] for s in samples]
+        seeds = [s[2] for s in samples]
+        # a JPEG decoded smaller (a 4th item: its full size) gets the boxes of its full size
+        sizes = [s[3] if len(s) > 3 else tuple(s[0].shape[-2:]) for s in samples]
         params = self.engine.sample_per_sample_sizes(seeds, sizes)
-        crops, full = self.engine.crop_per_sample(images, params)
+        crops, full = self.engine.crop_per_sample(images, params, sizes)
         return crops, torch.tensor(indices, dtype=torch.long), full

@@ -219,6 +219,21 @@ def check_images(images: Tensor) -> Tensor:
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
+def scale_box(
+    box: Sequence[int], full: tuple[int, int], actual: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """A crop box (top, left, height, width) drawn for an image of size ``full`` mapped
+    onto the same image at size ``actual`` (decoded smaller): edges scaled and rounded,
+    at least one pixel wide."""
+    if tuple(full) == tuple(actual):
+        return (box[0], box[1], box[2], box[3])
+    sy, sx = actual[0] / full[0], actual[1] / full[1]
+    top, left = round(box[0] * sy), round(box[1] * sx)
+    height = max(1, round((box[0] + box[2]) * sy) - top)
+    width = max(1, round((box[1] + box[3]) * sx) - left)
+    return top, left, height, width
+
+
 class BatchedViews:
     """All views of a recipe: ``views(images, generator)`` returns one normalised float32
     ``[B, 3, size, size]`` tensor per configured view, drawn in view order from
@@ -309,16 +324,26 @@ class BatchedViews:
         return params
 
     def crop_per_sample(
-        self, images: Sequence[Tensor], params: Sequence[ViewParams]
+        self,
+        images: Sequence[Tensor],
+        params: Sequence[ViewParams],
+        sizes: Sequence[tuple[int, int]] | None = None,
     ) -> tuple[list[Tensor], list[ViewParams]]:
         """For images of differing sizes: crop and resize each image to each view's box
         on the CPU, one image at a time (torchvision's ``resized_crop`` on uint8, as the
         per-sample pipeline does it), giving one uint8 ``[B, C, size, size]`` batch per
         view and the parameters with full-image boxes, for :meth:`apply_views` on the
-        device (the flip and every later op run there)."""
+        device (the flip and every later op run there). ``sizes`` are the sizes the
+        boxes were drawn for, where an image was decoded smaller (its boxes are scaled
+        to it, edges rounded to whole pixels)."""
         crops, full = [], []
         for p in params:
             boxes = p.boxes.tolist()
+            if sizes is not None:
+                boxes = [
+                    scale_box(box, size, tuple(image.shape[-2:]))
+                    for box, size, image in zip(boxes, sizes, images, strict=True)
+                ]
             crops.append(
                 torch.stack(
                     [
@@ -345,6 +370,18 @@ class BatchedViews:
             batch = check_images(batch)
             out.append(view.apply_float(batch.to(torch.float32), p, value_range(batch)))
         return out
+
+    def jpeg_reduction(self, seed: int, height: int, width: int, limit: int) -> int:
+        """By how much (1, 2, 4 or 8, at most ``limit``) an image of ``height x width``
+        may be decoded smaller per side for the sample with ``seed``: the largest factor
+        at which every view's crop box still spans at least ``size`` pixels per side, so
+        each crop is still shrunk (never enlarged) to the view's size."""
+        params = self.sample_per_sample_sizes([seed], [(height, width)])
+        side = min(int(p.boxes[0, 2:].min()) for p in params)
+        reduction = 1
+        while reduction * 2 <= limit and side >= reduction * 2 * self.size:
+            reduction *= 2
+        return reduction
 
     def collate_fn(self, *, fixed_size: bool) -> BatchedViewsCollate:
         """The data-loader collate function (:class:`~twinfold.components.BatchedViewEngine`):

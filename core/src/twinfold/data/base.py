@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -39,6 +39,12 @@ class ImageSource(ABC):
     def load(self, index: int) -> Tensor:
         """The decoded image as a uint8 tensor ``[3, H, W]``."""
 
+    def load_reduced(self, index: int, plan: Callable[[int, int], int] | None) -> Tensor:
+        """:meth:`load`, where a JPEG may be decoded ``plan(height, width)`` times smaller
+        per side (see :func:`twinfold.data.folder.decode_bytes`); sources that do not
+        decode JPEGs ignore ``plan``."""
+        return self.load(index)
+
     @abstractmethod
     def label(self, index: int) -> int | None:
         """The class index of image ``index``, or None when the source is unlabelled."""
@@ -68,6 +74,9 @@ class Subset(ImageSource):
 
     def load(self, index: int) -> Tensor:
         return self.base.load(self.indices[index])
+
+    def load_reduced(self, index: int, plan: Callable[[int, int], int] | None) -> Tensor:
+        return self.base.load_reduced(self.indices[index], plan)
 
     def label(self, index: int) -> int | None:
         return self.base.label(self.indices[index])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -44,14 +47,24 @@ class MultiViewDataset(Dataset[list[Tensor]]):
             return self.pipeline(image)
 
 
-class SeededImageDataset(Dataset[tuple[Tensor, int, int]]):
+class SeededImageDataset(Dataset[tuple[Any, ...]]):
     """Item ``i`` is ``(image, i, seed)``: the decoded uint8 ``[3, H, W]`` image (gray
     ``[1, H, W]`` expanded to RGB) and the seed of its views in the current epoch,
     :func:`sample_seed` ``(seed, epoch, i)``; for augmenting whole batches on the device
-    (``data.view_engine = "batched"``, see :class:`twinfold.data.loaders.BatchedViewsCollate`)."""
+    (``data.view_engine = "batched"``, see :class:`twinfold.data.loaders.BatchedViewsCollate`).
 
-    def __init__(self, source: ImageSource, seed: int) -> None:
-        self.source, self.seed = source, seed
+    With ``reduction`` (``reduction(seed, height, width)`` -> 1, 2, 4 or 8; the batched
+    engine's :meth:`~twinfold.augment.BatchedViews.jpeg_reduction`) a JPEG may be decoded
+    that many times smaller per side, and the item gains a fourth element: the image's
+    full (height, width), which its crop boxes are drawn for."""
+
+    def __init__(
+        self,
+        source: ImageSource,
+        seed: int,
+        reduction: Callable[[int, int, int], int] | None = None,
+    ) -> None:
+        self.source, self.seed, self.reduction = source, seed, reduction
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -61,13 +74,32 @@ class SeededImageDataset(Dataset[tuple[Tensor, int, int]]):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
-        image = self.source.load(index)
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        seed = sample_seed(self.seed, self.epoch, index)
+        if self.reduction is None:
+            return self._checked(self.source.load(index)), index, seed
+        asked: list[tuple[int, int, int]] = []  # (height, width, r) of each JPEG tried
+
+        def plan(height: int, width: int) -> int:
+            assert self.reduction is not None
+            asked.append((height, width, self.reduction(seed, height, width)))
+            return asked[-1][2]
+
+        image = self._checked(self.source.load_reduced(index, plan))
+        full = tuple(image.shape[-2:])
+        if asked:  # the last file tried is the one decoded, if it was a JPEG
+            height, width, r = asked[-1]
+            if full == (-(-height // r), -(-width // r)):
+                full = (height, width)
+        return image, index, seed, full
+
+    @staticmethod
+    def _checked(image: Tensor) -> Tensor:
         if image.dtype != torch.uint8:
             raise TypeError(f"image sources must give uint8 images, got {image.dtype}")
         if image.ndim == 3 and image.shape[0] == 1:
             image = image.expand(3, -1, -1)
-        return image, index, sample_seed(self.seed, self.epoch, index)
+        return image
 
 
 class PlainDataset(Dataset[tuple[Tensor, int]]):

@@ -6,7 +6,7 @@ import contextlib
 import io
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -49,14 +49,26 @@ def _decode_jpeg(data: bytes) -> Tensor:
         return decode_jpeg(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
 
 
-def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> Tensor:
+ReductionPlan = Callable[[int, int], int]
+"""``plan(height, width)`` -> by how much (1, 2, 4 or 8) a JPEG of that size may be
+decoded smaller (see :func:`decode_bytes`)."""
+_EXIF_ORIENTATION = 0x0112
+
+
+def decode_bytes(
+    data: bytes, max_pixels: int = MAX_PIXELS, plan: ReductionPlan | None = None
+) -> Tensor:
     """Decode an encoded image to uint8 ``[3, H, W]`` (an animation's first frame).
 
     The header is read first and an image of more than ``max_pixels`` pixels is refused
     before any pixel is decoded. JPEG goes to libjpeg-turbo (torchvision), every other
     format to Pillow: torchvision's libpng ends the process on some malformed PNGs (a
     too-short IDAT chunk) instead of raising. Any problem raises ``ValueError`` or
-    Pillow's ``OSError``."""
+    Pillow's ``OSError``.
+
+    With ``plan``, a JPEG (without EXIF rotation) whose ``plan(height, width)`` is
+    ``r > 1`` is decoded ``r`` times smaller per side in the DCT domain (Pillow's
+    ``draft``; libjpeg-turbo then skips most of the inverse DCT and the colour work)."""
     from PIL import Image, ImageOps
 
     if not data:
@@ -68,19 +80,27 @@ def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> Tensor:
                 f"{width}x{height} = {width * height:,} pixels, over the limit of "
                 f"{max_pixels:,} (data.max_image_pixels; raise it for images this large)"
             )
-        if img.format == "JPEG":
+        reduction = 1
+        if plan is not None and img.format == "JPEG":
+            if img.getexif().get(_EXIF_ORIENTATION, 1) == 1:
+                reduction = plan(height, width)
+        if img.format == "JPEG" and reduction == 1:
             image = _decode_jpeg(data)
         else:
+            if reduction > 1:
+                img.draft("RGB", (width // reduction, height // reduction))
             rgb = np.array(ImageOps.exif_transpose(img).convert("RGB"))
             image = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
     return image if image.dtype == torch.uint8 else to_dtype(image, torch.uint8, scale=True)
 
 
-def decode_file(path: Path, max_pixels: int = MAX_PIXELS) -> Tensor:
+def decode_file(
+    path: Path, max_pixels: int = MAX_PIXELS, plan: ReductionPlan | None = None
+) -> Tensor:
     """Decode an image file (:func:`decode_bytes`). Raises :class:`ImageDecodeError`
     naming the file when it is empty, unreadable, truncated, too large or not an image."""
     try:
-        return decode_bytes(path.read_bytes(), max_pixels)
+        return decode_bytes(path.read_bytes(), max_pixels, plan)
     except Exception as exc:
         reason = re.sub(r"^.*?\.cpp:\d+,\s*", "", str(exc)).strip() or type(exc).__name__
         if "cannot identify image file" in reason:  # Pillow's words for an unknown format
@@ -197,8 +217,11 @@ class FolderSource(ImageSource):
         return list(self._labels)
 
     def load(self, index: int) -> Tensor:
+        return self.load_reduced(index, None)
+
+    def load_reduced(self, index: int, plan: ReductionPlan | None) -> Tensor:
         if not self.skip_bad:
-            return decode_file(self.files[index], self.max_pixels)
+            return decode_file(self.files[index], self.max_pixels, plan)
         y = self._labels[index]
         members, start = self._members[y], self._position[index]
         for k in range(len(members)):
@@ -206,7 +229,7 @@ class FolderSource(ImageSource):
             if path in self.bad_files:
                 continue
             try:
-                return decode_file(path, self.max_pixels)
+                return decode_file(path, self.max_pixels, plan)
             except ImageDecodeError as exc:
                 self.bad_files.add(path)
                 warnings.warn(f"skipping: {exc}", stacklevel=2)

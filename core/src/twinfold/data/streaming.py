@@ -18,7 +18,7 @@ from typing import Any
 from torch import Tensor
 
 from twinfold.data.base import ImageDecodeError, ImageSource
-from twinfold.data.folder import MAX_PIXELS, decode_bytes
+from twinfold.data.folder import MAX_PIXELS, ReductionPlan, decode_bytes
 from twinfold.data.shards import (
     ShardIndex,
     import_litdata,
@@ -95,9 +95,12 @@ class StreamingSource(ImageSource):
         return {"image": data, "name": name}
 
     def load(self, index: int) -> Tensor:
+        return self.load_reduced(index, None)
+
+    def load_reduced(self, index: int, plan: ReductionPlan | None) -> Tensor:
         sample = self.read(index)
         try:
-            return decode_bytes(sample["image"], self.max_pixels)
+            return decode_bytes(sample["image"], self.max_pixels, plan)
         except Exception as exc:
             shard = self.index.chunk_of(index).filename
             raise ImageDecodeError(
