@@ -41,6 +41,7 @@ MAIN_PAGES = [
     "methods",
     "distributed",
     "speed",
+    "data",
     "writing-a-plugin",
     "plugins",
     "architecture",

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from twinfold.augment import BatchedViews
+from twinfold.augment.crop import CROP_TRIES, crop_box_size, crop_boxes_from_uniforms
 from twinfold.augment.views import scale_box
 from twinfold.data import FolderSource
 from twinfold.data.datasets import SeededImageDataset
@@ -61,6 +62,13 @@ def test_the_reduction_keeps_every_crop_at_least_the_view_size() -> None:
         assert side >= r * SIZE and (r == 8 or side < 2 * r * SIZE), (seed, r, side)
         assert engine.jpeg_reduction(seed, 375, 500, limit=2) == min(r, 2)
     assert {1, 2, 4} <= seen
+    # the per-sample decision's float mirror of the box draw agrees with the tensor one
+    u = torch.rand(300, CROP_TRIES, 2, generator=torch.Generator().manual_seed(1),
+                   dtype=torch.float64)
+    for scale, (h, w) in (((0.08, 1.0), (375, 500)), ((0.5, 1.0), (40, 300))):
+        boxes = crop_boxes_from_uniforms(u, torch.zeros(300, 2), h, w, scale, (3 / 4, 4 / 3))
+        mirror = [crop_box_size(t.tolist(), h, w, scale, (3 / 4, 4 / 3)) for t in u]
+        assert mirror == [tuple(b) for b in boxes[:, 2:].tolist()]
     assert scale_box([10, 20, 300, 200], (375, 500), (94, 125)) == (3, 5, 75, 50)
 
 

@@ -11,7 +11,7 @@ each row decodes every file, crops and makes both views of ``byol-views`` (Grill
 
 - twinfold folder: ``dataset: folder`` as training runs it with the batched engine: a
   :class:`~twinfold.data.datasets.SeededImageDataset` over the folder (JPEG decoded by
-  libjpeg-turbo, smaller in the DCT domain where ``data.jpeg_reduction`` allows), the
+  libjpeg-turbo; ``--jpeg-reduction`` as ``data.jpeg_reduction``), the
   per-image crops of :class:`~twinfold.data.loaders.CroppedViewsCollate` (what a
   data-loader worker does), then the rest of both views on the CPU
   (:meth:`~twinfold.augment.BatchedViews.apply_views`; on a GPU this part runs there);
@@ -212,12 +212,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--size", type=int, default=224, help="side of the views")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--jpeg-reduction",
+        type=int,
+        choices=[1, 2, 4, 8],
+        default=1,
+        help="data.jpeg_reduction of the twinfold rows (1, the default: full decoding)",
+    )
     parser.add_argument("--dir", type=Path, help="where to write the files (a temporary dir)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.dir or Path(tmp)
-        rows = build_rows(work, args.images, args.size, args.batch_size)
+        rows = build_rows(work, args.images, args.size, args.batch_size, args.jpeg_reduction)
         rates = measure(rows, args.repeats)
         decoding = decode_ms(work / "jpegs", args.repeats)
     print(
@@ -234,7 +241,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return rates
 
 
-def build_rows(work: Path, images: int, size: int, batch: int) -> dict[str, Callable[[], int]]:
+def build_rows(
+    work: Path, images: int, size: int, batch: int, reduction: int = 1
+) -> dict[str, Callable[[], int]]:
     from twinfold.data.pack import pack_folder
     from twinfold.data.streaming import StreamingSource
 
@@ -247,11 +256,12 @@ def build_rows(work: Path, images: int, size: int, batch: int) -> dict[str, Call
     cfg = byol_views(size)
     folder = FolderSource(root)
     rows = {
-        "twinfold folder": twinfold_pass(folder, cfg, size, batch, 2, views=True),
-        "twinfold folder, full decode": twinfold_pass(folder, cfg, size, batch, 1, views=True),
-        "twinfold folder, worker part": twinfold_pass(folder, cfg, size, batch, 2, views=False),
+        "twinfold folder": twinfold_pass(folder, cfg, size, batch, reduction, views=True),
+        "twinfold folder, worker part": twinfold_pass(
+            folder, cfg, size, batch, reduction, views=False
+        ),
         "twinfold streaming": twinfold_pass(
-            StreamingSource(shards), cfg, size, batch, 2, views=True
+            StreamingSource(shards), cfg, size, batch, reduction, views=True
         ),
         "torchvision ImageFolder + v2": torchvision_pass(root, cfg, size),
     }

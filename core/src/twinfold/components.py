@@ -74,7 +74,13 @@ class BatchedViewEngine(Protocol):
     (:meth:`ViewPipeline.batched_engine`). ``collate_fn`` runs in the data-loader workers
     on ``(uint8 image [3, H, W], sample index, sample seed)`` items; ``make_views`` turns its
     output into one float tensor per view on ``device``. A sample's views must depend
-    only on its seed (not on its batch or position), as the per-sample pipeline's do."""
+    only on its seed (not on its batch or position), as the per-sample pipeline's do.
+
+    Optional: an engine with ``jpeg_reduction(seed, height, width, limit) -> int`` (as
+    :class:`twinfold.augment.BatchedViews` has) lets images of differing sizes be decoded
+    that many times smaller (``data.jpeg_reduction``); its ``collate_fn(fixed_size=False)``
+    then gets a fourth item per sample, the full ``(height, width)`` its boxes are drawn
+    for."""
 
     def collate_fn(self, *, fixed_size: bool) -> Callable[[list[tuple[Tensor, int, int]]], Any]:
         """The collate function; ``fixed_size`` is false for sources whose images differ

@@ -26,7 +26,12 @@ from torch import Tensor
 from twinfold.augment.blur import blur_kernel_size, gaussian_blur
 from twinfold.augment.collate import BatchedViewsCollate, CroppedViewsCollate
 from twinfold.augment.color import color_jitter_, grayscale, solarize
-from twinfold.augment.crop import CROP_TRIES, crop_boxes_from_uniforms, resized_crop
+from twinfold.augment.crop import (
+    CROP_TRIES,
+    crop_box_size,
+    crop_boxes_from_uniforms,
+    resized_crop,
+)
 
 if TYPE_CHECKING:  # the configs live with the per-sample pipeline, which builds this engine
     from twinfold.builtins.views import SimCLRViewsConfig, ViewConfig
@@ -219,6 +224,15 @@ def check_images(images: Tensor) -> Tensor:
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
+def _crop_uniforms(f64: Tensor, view: int) -> tuple[Tensor, Tensor]:
+    """View ``view``'s crop draws in per-sample float64 uniforms (see
+    :meth:`BatchedViews.sample_per_sample`): the tries ``[B, CROP_TRIES, 2]`` and the
+    position ``[B, 2]``."""
+    crop_n = CROP_TRIES * 2 + 2
+    crop = f64[:, view * crop_n : (view + 1) * crop_n]
+    return crop[:, : 2 * CROP_TRIES].reshape(-1, CROP_TRIES, 2), crop[:, 2 * CROP_TRIES :]
+
+
 def scale_box(
     box: Sequence[int], full: tuple[int, int], actual: tuple[int, int]
 ) -> tuple[int, int, int, int]:
@@ -314,13 +328,10 @@ class BatchedViews:
         return f64, f32
 
     def _params(self, f64: Tensor, f32: Tensor, height: int, width: int) -> list[ViewParams]:
-        crop_n = CROP_TRIES * 2 + 2
         params = []
         for v, view in enumerate(self.views):
-            crop = f64[:, v * crop_n : (v + 1) * crop_n]
-            tries = crop[:, : 2 * CROP_TRIES].reshape(-1, CROP_TRIES, 2)
             u = f32[:, v * UNIFORMS : (v + 1) * UNIFORMS]
-            params.append(view.from_uniforms(tries, crop[:, 2 * CROP_TRIES :], u, height, width))
+            params.append(view.from_uniforms(*_crop_uniforms(f64, v), u, height, width))
         return params
 
     def crop_per_sample(
@@ -376,8 +387,22 @@ class BatchedViews:
         may be decoded smaller per side for the sample with ``seed``: the largest factor
         at which every view's crop box still spans at least ``size`` pixels per side, so
         each crop is still shrunk (never enlarged) to the view's size."""
-        params = self.sample_per_sample_sizes([seed], [(height, width)])
-        side = min(int(p.boxes[0, 2:].min()) for p in params)
+        crop_n = CROP_TRIES * 2 + 2
+        generator = torch.Generator().manual_seed(int(seed))  # the draws of _uniforms
+        draws = torch.rand(self.num_views * crop_n, generator=generator, dtype=torch.float64)
+        u = draws.tolist()
+        side = min(
+            min(
+                crop_box_size(
+                    [u[v * crop_n + 2 * t : v * crop_n + 2 * t + 2] for t in range(CROP_TRIES)],
+                    height,
+                    width,
+                    view.view.crop_scale,
+                    view.view.crop_ratio,
+                )
+            )
+            for v, view in enumerate(self.views)
+        )
         reduction = 1
         while reduction * 2 <= limit and side >= reduction * 2 * self.size:
             reduction *= 2

@@ -114,11 +114,11 @@ class DataConfig(StrictModel):
         "follows every link",
     )
     jpeg_reduction: Literal[1, 2, 4, 8] = Field(
-        2,
-        description="largest factor by which a JPEG is decoded smaller per side in the DCT "
-        "domain (Pillow's draft), used for a sample only where every view's crop box still "
-        "spans at least the view size in pixels at that scale; batched views of image "
-        "folders and shards only; 1 decodes every JPEG in full",
+        1,
+        description="largest factor by which a JPEG may be decoded smaller per side in the "
+        "DCT domain (Pillow's draft), used for a sample only where every view's crop box "
+        "still spans at least the view size in pixels at that scale; batched views of image "
+        "folders and shards only; 1 (the default) decodes every JPEG in full",
     )
     view_engine: Literal["auto", "per-sample", "batched"] = Field(
         "auto",
