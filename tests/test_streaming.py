@@ -141,13 +141,15 @@ def test_a_sigkilled_streaming_run_resumes_exactly(site: tuple[Path, Path], tmp_
                       data={"dataset": "streaming", "root": str(shards), "batch_size": 4,
                             "holdout_fraction": 0.25},
                       trainer={"epochs": 6, "max_steps": 24},
-                      run={"checkpoint_every": 2, "keep_checkpoints": 2})
+                      run={"checkpoint_every": 3, "keep_checkpoints": 2})
     run_dir = tmp_path / "runs" / "killed"
-    proc = start("train", str(cfg), cwd=tmp_path)  # 4 steps per epoch: killed mid-epoch
+    proc = start("train", str(cfg), cwd=tmp_path)
     wait_for("a checkpoint", lambda: any(s >= 6 for s in checkpoint_steps(run_dir)), [proc])
     proc.kill()
     proc.communicate(timeout=30)
-    assert proc.returncode == -signal.SIGKILL and max(checkpoint_steps(run_dir)) < 24
+    last = max(checkpoint_steps(run_dir))
+    assert proc.returncode == -signal.SIGKILL and last < 24
+    assert last % 4, "18 training images at batch 4: 4 steps per epoch; resumes mid-epoch"
     code, out, err = run_here("train", str(cfg), "--set", "run.resume=true", cwd=tmp_path)
     assert code == 0 and "steps: 24" in out, err
     code, _, err = run_here("train", str(cfg), "--set", "run.name=full", cwd=tmp_path)
