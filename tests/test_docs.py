@@ -83,8 +83,10 @@ def test_configuration_page_lists_every_key_and_component() -> None:
     page = docgen.config_reference()
     for section in docgen.SECTIONS:
         model = RunConfig.model_fields[section].annotation
-        for key in model.model_fields:
+        for key, field in model.model_fields.items():
             assert f":code:`{section}.{key}`" in page, f"{section}.{key} missing"
+            for sub in getattr(field.annotation, "model_fields", {}):  # run.mlflow.experiment
+                assert f":code:`{section}.{key}.{sub}`" in page, f"{section}.{key}.{sub} missing"
     assert ":code:`preset`" in page
     registry = default_registry()
     for kind in ("encoder", "head", "target", "loss", "augmentation"):

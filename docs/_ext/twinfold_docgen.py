@@ -127,19 +127,34 @@ def plain(text: str) -> str:
     return text
 
 
-def field_table(model: type[BaseModel], prefix: str, skip: Iterable[str] = ()) -> list[str]:
+def field_rows(
+    model: type[BaseModel], prefix: str, skip: Iterable[str] = ()
+) -> list[tuple[str, str, str, str]]:
+    """One row per key; a key holding a settings model (``run.mlflow``) is followed by
+    the rows of its own keys (``run.mlflow.experiment``)."""
     rows = []
     for name, field in model.model_fields.items():
         if name in skip:
             continue
+        nested = field.annotation
+        nested = nested if isinstance(nested, type) and issubclass(nested, BaseModel) else None
+        about = NO_DESCRIPTION.get(f"{prefix}{name}", "")
+        about = field.description or (_first_line(nested.__doc__) if nested else about)
         rows.append(
             (
                 literal(f"{prefix}{name}"),
                 literal(type_name(field.annotation)),
                 literal(default_text(field)),
-                plain(field.description or NO_DESCRIPTION.get(f"{prefix}{name}", "")),
+                plain(about),
             )
         )
+        if nested is not None:
+            rows += field_rows(nested, f"{prefix}{name}.")
+    return rows
+
+
+def field_table(model: type[BaseModel], prefix: str, skip: Iterable[str] = ()) -> list[str]:
+    rows = field_rows(model, prefix, skip)
     if not rows:
         return ["No settings besides ``name``.", ""]
     out = [
