@@ -102,7 +102,7 @@ class MetricSinks:
         fix = getattr(logger, "fix", None)
         if fix is not None:  # a tracker: named, with its fix
             self.failed.append(str(logger.name))
-            warn_failed(str(logger.name), exc, fix)
+            warn_failed(str(logger.name), exc, fix, stacklevel=5)
             return
         name = type(logger).__name__
         self.failed.append(name)

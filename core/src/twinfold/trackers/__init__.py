@@ -82,18 +82,20 @@ def open_trackers(cfg: RunConfig, run_dir: Path, resumed_from: int) -> list[Logg
 
 
 def fix_hint(name: str) -> str:
+    """What to do about a tracker that failed."""
     return (
         f"check the run.{name} settings (and that the {name} store or server is reachable), "
         f"or remove {name} from run.trackers"
     )
 
 
-def warn_failed(name: str, exc: BaseException, fix: str) -> None:
+def warn_failed(name: str, exc: BaseException, fix: str, stacklevel: int = 3) -> None:
+    """The one warning of a tracker that failed: what happened, and the fix."""
     warnings.warn(
         f"tracker {name} failed ({type(exc).__name__}: {exc}); the run goes on without it "
         f"(metrics.csv has every row). Fix: {fix}",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 
