@@ -209,7 +209,8 @@ def test_report_prints_the_summary_and_lists_plots(run_dir: Path, tmp_path: Path
 
 def test_progress_bar_is_quiet_when_output_is_not_a_terminal(tmp_path: Path) -> None:
     sets = ["trainer.max_steps=2", "trainer.epochs=1", "evaluation.at_end=false"]
-    sets += ["method.encoder.widths=[8,16]", "run.name=quiet"]
+    sets += ["method.encoder.widths=[8,16]", "method.projector.hidden_dims=[32]",
+             "method.predictor.hidden_dims=[32]", "data.image_size=16", "run.name=quiet"]
     res = _cli("train", *[x for s in sets for x in ("--set", s)], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "it/s" not in res.stderr and "img_s" not in res.stderr and "\r" not in res.stderr
