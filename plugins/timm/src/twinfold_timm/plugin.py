@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from twinfold import Component, Preset, hookimpl
 from twinfold_timm.encoder import TimmConfig, TimmEncoder
+from twinfold_timm.presets import VICREG_VIT_SMALL
 
 
 @hookimpl
@@ -15,4 +16,4 @@ def twinfold_encoders() -> Iterator[Component]:
 
 @hookimpl
 def twinfold_presets() -> Iterator[Preset]:
-    yield from ()
+    yield VICREG_VIT_SMALL
