@@ -3,6 +3,7 @@ and one intra-op thread for tests of tiny models."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,19 @@ import pytest
 import torch
 
 FIXTURE_PLUGINS = Path(__file__).parent / "plugins"
+LEFTOVERS = shutil.ignore_patterns("build", "*.egg-info")  # of earlier in-tree builds
 
 
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory where the fixture plugin distributions are installed by pip, with
-    their ``twinfold`` entry points in real ``.dist-info`` metadata."""
+    their ``twinfold`` entry points in real ``.dist-info`` metadata. pip builds in the
+    source tree, so each test process builds from its own copy (pytest-xdist workers run
+    this fixture at the same time)."""
+    sources = tmp_path_factory.mktemp("plugin-sources")
+    names = ("toy", "broken", "conflict")
+    for name in names:
+        shutil.copytree(FIXTURE_PLUGINS / name, sources / name, ignore=LEFTOVERS)
     site = tmp_path_factory.mktemp("plugin-site")
     subprocess.run(  # one pip process for the three (each start costs about a second)
         [
@@ -30,7 +38,7 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-index",
             "--target",
             str(site),
-            *(str(FIXTURE_PLUGINS / name) for name in ("toy", "broken", "conflict")),
+            *(str(sources / name) for name in names),
         ],
         check=True,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -133,10 +134,14 @@ def free_port() -> int:
 
 
 def install_plugin(source: Path, target: Path) -> Path:
-    """``pip install --target`` a fixture plugin (offline); returns the site directory."""
+    """``pip install --target`` a fixture plugin (offline) from a copy of its source (pip
+    builds in the source tree; pytest-xdist workers may install it at the same time);
+    returns the site directory."""
+    copy = target.with_name(f"{target.name}-source")
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
+         "--no-build-isolation", "--no-index", "--target", str(target), str(copy)],
         check=True,
     )
     return target

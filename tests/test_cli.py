@@ -1,5 +1,7 @@
-"""The command line, run as a real subprocess: training end to end, config errors,
-config show/schema and the plugin list."""
+"""The command line: training end to end as a real subprocess (the console entry point,
+a fresh interpreter); config errors, config show/schema, the plugin list and help through
+the CLI's own ``main`` in this process (``runner.run_here``: same code, same exit codes,
+no interpreter start)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from runner import run_here
 from safetensors.torch import load_file
 
 from twinfold.fast_path import cpu_bf16_feature
@@ -68,8 +71,8 @@ def test_train_end_to_end_writes_the_run_directory(tmp_path: Path) -> None:
     summary = json.loads((run / "summary.json").read_text())
     assert 0.5 < summary["knn_top1"] <= 1 and summary["steps"] == 6
     # a second run with the same name is refused: nothing is lost
-    again = twinfold("train", *sets([*TINY, "run.name=e2e"]), cwd=tmp_path)
-    assert again.returncode == 2 and "not empty" in again.stderr
+    code, _, err = run_here("train", *sets([*TINY, "run.name=e2e"]), cwd=tmp_path)
+    assert code == 2 and "not empty" in err
     assert (run / "backbone.safetensors").stat().st_size > 0
 
 
@@ -79,9 +82,9 @@ def test_config_errors_exit_2_with_all_problems_and_write_nothing(tmp_path: Path
         "preset: byol-small\noptimizer:\n  lr: -1\nmethod:\n  loss:\n    name: byl\n"
         "trainer:\n  epoch: 3\n"
     )
-    res = twinfold("train", str(cfg), cwd=tmp_path)
-    assert res.returncode == 2
-    assert "Traceback" not in res.stderr
+    code, _, err = run_here("train", str(cfg), cwd=tmp_path)
+    assert code == 2
+    assert "Traceback" not in err
     for text in (
         "optimizer.lr",
         "method.loss.name",
@@ -90,37 +93,36 @@ def test_config_errors_exit_2_with_all_problems_and_write_nothing(tmp_path: Path
         "did you mean 'epochs'",
         "3 problem(s)",
     ):
-        assert text in res.stderr
+        assert text in err
     assert not (tmp_path / "runs").exists()
 
 
 def test_config_show_and_schema(tmp_path: Path) -> None:
-    res = twinfold("config", "show", "--set", "trainer.epochs=3", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    shown = yaml.safe_load(res.stdout)
+    code, out, err = run_here("config", "show", "--set", "trainer.epochs=3", cwd=tmp_path)
+    assert code == 0, err
+    shown = yaml.safe_load(out)
     assert shown["trainer"]["epochs"] == 3
     assert shown["method"]["target"] == {"name": "ema", "tau_base": 0.99, "tau_final": 1.0}
-    schema = json.loads(twinfold("config", "schema", cwd=tmp_path).stdout)
+    schema = json.loads(run_here("config", "schema", cwd=tmp_path)[1])
     assert "properties" in schema and "method" in schema["properties"]
 
 
 def test_plugins_listing_json_and_blocking(tmp_path: Path) -> None:
-    res = twinfold("plugins", "--json", cwd=tmp_path)
-    data = json.loads(res.stdout)
+    data = json.loads(run_here("plugins", "--json", cwd=tmp_path)[1])
     names = {(c["kind"], c["name"]): c for c in data["components"]}
     assert names[("loss", "byol")]["distribution"] == "twinfold-byol"
     assert names[("encoder", "resnet")]["plugin"] == "twinfold"
-    blocked = json.loads(twinfold("--block", "byol", "plugins", "--json", cwd=tmp_path).stdout)
+    blocked = json.loads(run_here("--block", "byol", "plugins", "--json", cwd=tmp_path)[1])
     assert ("loss", "byol") not in {(c["kind"], c["name"]) for c in blocked["components"]}
     assert blocked["blocked"] == ["byol (twinfold-byol)"]
-    off = twinfold("plugins", cwd=tmp_path, env={"TWINFOLD_NO_PLUGINS": "1"})
-    assert "byol" not in off.stdout and "small-cnn" in off.stdout
+    _, off, _ = run_here("plugins", cwd=tmp_path, env={"TWINFOLD_NO_PLUGINS": "1"})
+    assert "byol" not in off and "small-cnn" in off
     # without the BYOL plugin the default preset is unknown: a clear error, exit 2
-    res = twinfold("--no-plugins", "train", cwd=tmp_path)
-    assert res.returncode == 2 and "unknown preset 'byol-small'" in res.stderr
+    code, _, err = run_here("--no-plugins", "train", cwd=tmp_path)
+    assert code == 2 and "unknown preset 'byol-small'" in err
 
 
 @pytest.mark.parametrize("flag", ["--help"])
 def test_help(flag: str, tmp_path: Path) -> None:
-    res = twinfold(flag, cwd=tmp_path)
-    assert res.returncode == 0 and "train" in res.stdout
+    code, out, _ = run_here(flag, cwd=tmp_path)
+    assert code == 0 and "train" in out

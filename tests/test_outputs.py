@@ -148,12 +148,15 @@ def test_eval_rejects_nonsense_with_a_clear_message(run_dir: Path, tmp_path: Pat
     empty = tmp_path / "empty"
     empty.mkdir()
     res = _twinfold("eval", "knn", str(empty), cwd=tmp_path)
-    assert res.returncode == 1 and "holds no checkpoint" in res.stderr
+    assert res.returncode == 2 and "holds no checkpoint" in res.stderr  # the argument's fault
     assert "Traceback" not in res.stderr
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
     res = _twinfold("eval", "linear", str(junk), cwd=tmp_path)
-    assert res.returncode == 1 and "cannot read checkpoint" in res.stderr
+    assert res.returncode == 2 and "RUN_OR_CHECKPOINT" in res.stderr
+    assert "cannot read checkpoint" in res.stderr
+    res = _twinfold("export", str(tmp_path / "missing"), str(tmp_path / "out"), cwd=tmp_path)
+    assert res.returncode == 2 and "does not exist" in res.stderr
 
 
 def test_export_into_a_directory_and_never_over_an_export_without_force(
@@ -161,20 +164,20 @@ def test_export_into_a_directory_and_never_over_an_export_without_force(
 ) -> None:
     target = tmp_path / "exports"
     target.mkdir()
-    res = _cli("export", str(run_dir), str(target), cwd=tmp_path)
+    res = _twinfold("export", str(run_dir), str(target), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     weights = target / "backbone.safetensors"
     first = weights.read_bytes()
     assert read_sidecar(weights)["step"] == 10
-    res = _cli("export", str(run_dir), str(target), cwd=tmp_path)  # again: refused
+    res = _twinfold("export", str(run_dir), str(target), cwd=tmp_path)  # again: refused
     assert res.returncode == 2 and "--force" in res.stderr and "Traceback" not in res.stderr
     (target / "backbone.safetensors").unlink()  # the sidecar alone also counts
-    res = _cli("export", str(run_dir), str(weights), cwd=tmp_path)
+    res = _twinfold("export", str(run_dir), str(weights), cwd=tmp_path)
     assert res.returncode == 2 and "backbone.json" in res.stderr
-    res = _cli("export", str(run_dir), str(weights), "--force", cwd=tmp_path)
+    res = _twinfold("export", str(run_dir), str(weights), "--force", cwd=tmp_path)
     assert res.returncode == 0 and weights.read_bytes() == first
     (tmp_path / "taken.safetensors").mkdir()  # a directory where the file would go
-    res = _cli("export", str(run_dir), str(tmp_path / "taken.safetensors"), cwd=tmp_path)
+    res = _twinfold("export", str(run_dir), str(tmp_path / "taken.safetensors"), cwd=tmp_path)
     assert res.returncode == 0 and (tmp_path / "taken.safetensors/backbone.safetensors").exists()
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
 

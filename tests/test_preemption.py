@@ -104,12 +104,12 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint_exactly(tmp_path: Path) 
     assert proc.returncode == -signal.SIGKILL
     last = max(checkpoint_steps(run_dir))
     assert last < 30 and read_checkpoint(run_dir / "checkpoints" / f"step-{last:08d}.ckpt")
-    code, out, err = run("train", str(cfg), "--set", "run.resume=true", cwd=tmp_path)
+    code, out, err = run_here("train", str(cfg), "--set", "run.resume=true", cwd=tmp_path)
     assert code == 0, err
     assert "steps: 30" in out
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
-    # the same run without interruption, in a fresh process like the other two
-    code, _, err = run("train", str(cfg), "--set", "run.name=full", cwd=tmp_path)
+    # the same run without interruption, in this process like the resumed one
+    code, _, err = run_here("train", str(cfg), "--set", "run.name=full", cwd=tmp_path)
     assert code == 0, err
     a = _weights_and_state(tmp_path / "runs" / "full" / "checkpoints" / "last.ckpt")
     b = _weights_and_state(run_dir / "checkpoints" / "last.ckpt")
@@ -189,6 +189,6 @@ def test_a_stop_signal_in_the_first_seconds_exits_75_and_a_requeue_starts_afresh
     assert proc.returncode == PREEMPTED_EXIT_CODE, err
     assert "before training started" in err and "Traceback" not in err
     assert not (tmp_path / "runs" / "early").exists()
-    code, _, err = run("train", str(cfg), cwd=tmp_path)
+    code, _, err = run_here("train", str(cfg), cwd=tmp_path)
     assert code == 0, err
     assert read_checkpoint(tmp_path / "runs" / "early" / "checkpoints" / "last.ckpt")["step"] == 2

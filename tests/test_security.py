@@ -116,7 +116,7 @@ def test_broken_plugin_spares_commands_that_do_not_need_it(
     assert "twinfold_missing_dependency_xyz" in listed["broken"][0]["error"]
     fix = listed["broken"][0]["fix"]  # the fix docs/reliability.md promises, in the listing
     assert "TWINFOLD_BLOCK_PLUGINS=broken" in fix and "--block broken" in fix
-    code, out, _ = run("plugins", cwd=tmp_path, env=env)
+    code, out, _ = run_here("plugins", cwd=tmp_path, env=env)
     line = next(ln for ln in out.splitlines() if ln.startswith("BROKEN"))
     assert "twinfold-test-broken" in line and "--block broken" in line
     names = {c["name"] for c in listed["components"]}

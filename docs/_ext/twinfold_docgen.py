@@ -1,17 +1,30 @@
-"""Reference pages generated at docs build time from the code itself: the hook reference
-from the hook specs' docstrings, the configuration reference from the pydantic models and
-the installed components' config classes, and the presets with their deviations.
+"""The reference pages, generated from the code and committed as Markdown, so that they
+read on the repository page as well as on the documentation site:
 
-Each generator returns reStructuredText; :func:`setup` (a Sphinx extension) writes them to
-``docs/_generated/`` when the build starts, where the hand-written pages include them.
-The generators fail loudly (``DocgenError``) on what would make a silent hole in the
-docs, e.g. a hook spec without a docstring.
+- ``docs/reference/hooks.md``: the hook specs and their docstrings (each a minimal plugin);
+- ``docs/reference/configuration.md``: every key of the run config and every component's
+  config class;
+- ``docs/reference/presets.md``: every preset with its deviations from its paper.
+
+Regenerate them after changing a hook spec, a config model, a component or a preset::
+
+    python docs/_ext/twinfold_docgen.py          # write the pages
+    python docs/_ext/twinfold_docgen.py --check  # exit 1 and name the stale pages
+
+Only the components and presets of this repository's distributions (``core/``,
+``plugins/*/``, ``examples/plugin``) are listed, whatever else is installed.
+``tests/test_docs.py`` fails when a committed page differs from what this generates. The
+generators fail loudly (:class:`DocgenError`) on what would leave a silent hole in the
+reference, e.g. a hook spec without a docstring.
 """
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
+import re
+import sys
 import textwrap
 import types
 import typing
@@ -23,14 +36,141 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-GENERATED = Path(__file__).resolve().parents[1] / "_generated"
+DOCS = Path(__file__).resolve().parents[1]
+REPO = DOCS.parent
+REFERENCE = DOCS / "reference"
+COMMAND = "python docs/_ext/twinfold_docgen.py"
+NOTICE = (
+    f"<!-- Generated from the code by `{COMMAND}`; do not edit. "
+    "tests/test_docs.py fails when this page is stale. -->"
+)
 
 
 class DocgenError(RuntimeError):
     """Something in the code leaves the generated reference incomplete."""
 
 
+# --- Markdown ---------------------------------------------------------------------------
+
+
+def code(text: str) -> str:
+    """An inline code span holding ``text`` (backticks inside get a longer fence)."""
+    text = " ".join(str(text).split())
+    if not text:
+        return ""
+    fence = "``" if "`" in text else "`"
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def plain(text: str) -> str:
+    """Free text (descriptions, summaries, deviations) on one line, with Markdown's
+    inline markup characters escaped."""
+    text = " ".join(text.split())
+    return re.sub(r"([\\`*_\[\]<>|])", r"\\\1", text)
+
+
+def cell(text: str) -> str:
+    """Text for a table cell: a ``|`` must be escaped, even inside a code span."""
+    return text.replace("|", "\\|")
+
+
+def table(header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return [*out, ""]
+
+
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`]+)`")
+
+
+def rst_inline(text: str) -> str:
+    """reST inline markup of docstrings as Markdown: ``x`` and :role:`x` become code."""
+
+    def role(match: re.Match[str]) -> str:
+        target = match.group(1)
+        short = match.group(0).split("`")[1].startswith("~")
+        return code(target.rsplit(".", 1)[-1] if short else target)
+
+    text = _ROLE.sub(role, text)
+    return re.sub(r"``(.+?)``", lambda m: code(m.group(1)), text)
+
+
+def rst_docstring(doc: str) -> str:
+    """A docstring's reST as Markdown: paragraphs with inline markup converted, and each
+    ``::`` literal block as a fenced Python block."""
+    out: list[str] = []
+    lines = doc.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.rstrip().endswith("::"):
+            out.append(rst_inline(line))
+            i += 1
+            continue
+        intro = line.rstrip()[:-2].rstrip()
+        if intro:
+            out.append(rst_inline(intro) + ":")
+        block: list[str] = []
+        i += 1
+        while i < len(lines) and (not lines[i].strip() or lines[i].startswith((" ", "\t"))):
+            block.append(lines[i])
+            i += 1
+        body = textwrap.dedent("\n".join(block)).strip("\n")
+        out += ["", "```python", body, "```", ""]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
+
+
+def page(title: str, intro: str, body: list[str]) -> str:
+    return "\n".join([NOTICE, "", f"# {title}", "", intro.strip(), "", *body]).rstrip() + "\n"
+
+
+# --- which components: this repository's distributions -------------------------------------
+
+
+def repository_distributions() -> set[str]:
+    """Normalised names of the distributions in this repository."""
+    projects = [REPO / "core", *sorted((REPO / "plugins").glob("*/")), REPO / "examples/plugin"]
+    names = set()
+    for project in projects:
+        found = re.search(r'^name = "([^"]+)"', (project / "pyproject.toml").read_text(), re.M)
+        if found is None:
+            raise DocgenError(f"{project}/pyproject.toml names no distribution")
+        names.add(normalise(found.group(1)))
+    return names
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def own_records(registry: Any, kind: str) -> list[Any]:
+    """The registry's records of ``kind`` from this repository's distributions."""
+    ours = repository_distributions()
+    return [r for r in registry.records(kind) if normalise(r.distribution) in ours]
+
+
+def _registry(registry: Any) -> Any:
+    if registry is None:
+        from twinfold.registry import default_registry
+
+        registry = default_registry()
+    return registry
+
+
 # --- hooks ------------------------------------------------------------------------------
+
+HOOKS_INTRO = """
+One hook spec per component kind, all in `twinfold.hookspecs` under the `twinfold_`
+prefix. Each takes no arguments and returns (or yields) registration records:
+`twinfold.Component(config_class, factory, summary)`, or `twinfold.Preset` for presets.
+There are no lifecycle hooks, no `firstresult` and no wrappers: behaviour lives in the
+components. Implement a hook by defining a function of the same name decorated with
+`twinfold.hookimpl` in the module your entry point names (see
+[Writing a plugin](../writing-a-plugin.md) and the [plugin rules](../plugins.md)).
+
+Each section below is a hook spec's docstring, which shows a minimal plugin for its kind.
+"""
 
 
 def hook_specs(module: types.ModuleType) -> list[Callable[..., Any]]:
@@ -41,15 +181,14 @@ def hook_specs(module: types.ModuleType) -> list[Callable[..., Any]]:
 
 
 def hook_reference(module: types.ModuleType | None = None) -> str:
-    """One section per hook spec: its kind, signature and docstring (which is a minimal
-    plugin for that kind). Raises :class:`DocgenError` for a spec without a docstring and
-    for a kind in ``HOOKS`` whose hook is not a spec."""
+    """One section per hook spec: its kind, signature and docstring (a minimal plugin
+    for that kind). Raises :class:`DocgenError` for a spec without a docstring and for a
+    kind in ``HOOKS`` whose hook is not a spec."""
     if module is None:
         import twinfold.hookspecs as module
     specs = hook_specs(module)
     kinds = {hook: kind for kind, hook in module.HOOKS.items()}
-    names = {f.__name__ for f in specs}
-    missing = sorted(set(kinds) - names)
+    missing = sorted(set(kinds) - {f.__name__ for f in specs})
     if missing:
         raise DocgenError(
             f"HOOKS names {', '.join(missing)} but {module.__name__} has no such hook spec; "
@@ -63,35 +202,61 @@ def hook_reference(module: types.ModuleType | None = None) -> str:
                 f"hook spec {module.__name__}.{f.__name__} has no docstring; document what "
                 "it registers and give a minimal plugin in its docstring"
             )
-        title = f"``{f.__name__}``"
-        out += [title, "-" * len(title), ""]
-        kind = kinds.get(f.__name__)
-        if kind is not None:
-            out += [f"Component kind: ``{kind}``.", ""]
+        out += [f"## {code(f.__name__)}", ""]
+        if f.__name__ in kinds:
+            out += [f"Component kind: {code(kinds[f.__name__])}.", ""]
         signature = f"{f.__name__}{inspect.signature(f)}".replace("'", "")
-        out += [".. code-block:: python", "", f"    @hookimpl\n    def {signature}: ...", ""]
-        out += [doc, ""]
-    return "\n".join(out)
+        out += ["```python", "@hookimpl", f"def {signature}: ...", "```", ""]
+        out += [rst_docstring(doc), ""]
+    return page("Hook reference", HOOKS_INTRO, out)
 
 
 # --- configuration ----------------------------------------------------------------------
 
+CONFIG_INTRO = """
+Every key of a run config, generated from the pydantic models. Keys are written as dotted
+paths, as `--set` takes them (`twinfold train --set trainer.epochs=5`) and as YAML nests
+them. Every model forbids unknown keys, and the whole config is validated before anything
+runs; an invalid config exits with status 2 and lists every problem with its dotted path.
 
-def type_name(annotation: Any) -> str:
-    """A short, readable rendering of a field's annotation."""
+The `method` slots accept any *installed* component. The component sections below list
+the components of this repository's distributions (the core builtins, the four method
+plugins, `twinfold-timm` and the example plugin `twinfold-directpred`);
+`twinfold config schema` prints the same information for your environment as a JSON
+schema, and
+`twinfold config show [--preset NAME]` prints a resolved config with every default.
+"""
+
+NO_DESCRIPTION = {
+    "preset": "name of a registered preset; the rest of the config is merged onto it",
+    "in_dim": "filled by the method from the module before it; leave unset",
+}
+SLOTS = (
+    ("encoder", "encoder"),
+    ("projector", "head"),
+    ("predictor", "head"),
+    ("target", "target"),
+    ("loss", "loss"),
+    ("views", "augmentation"),
+)
+COMPONENT_KINDS = ("encoder", "head", "target", "loss", "augmentation")
+
+
+def type_parts(annotation: Any) -> list[str]:
+    """A field's annotation as short texts, one per alternative of a union or Literal."""
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
-        return " | ".join(json.dumps(a) for a in typing.get_args(annotation))
+        return [json.dumps(a) for a in typing.get_args(annotation)]
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(type_name(a) for a in typing.get_args(annotation))
+        return [part for a in typing.get_args(annotation) for part in type_parts(a)]
     if origin is typing.Annotated:
-        return type_name(typing.get_args(annotation)[0])
+        return type_parts(typing.get_args(annotation)[0])
     if origin is not None:
-        args = ", ".join(type_name(a) for a in typing.get_args(annotation))
-        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+        args = ", ".join(" | ".join(type_parts(a)) for a in typing.get_args(annotation))
+        return [f"{getattr(origin, '__name__', str(origin))}[{args}]"]
     if annotation is type(None):
-        return "None"
-    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+        return ["None"]
+    return [getattr(annotation, "__name__", str(annotation).replace("typing.", ""))]
 
 
 def default_text(field: Any) -> str:
@@ -106,143 +271,116 @@ def default_text(field: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def literal(text: str) -> str:
-    """Inline literal that survives any content (reST has no escape inside ``...``)."""
-    text = text.replace("\n", " ").replace("`", "'")
-    return f":code:`{text}`" if text else ""
-
-
-NO_DESCRIPTION = {
-    "preset": "name of a registered preset; the rest of the config is merged onto it",
-    "in_dim": "filled by the method from the module before it; leave unset",
-}
-
-
-def plain(text: str) -> str:
-    """Free text (descriptions, summaries, deviations) with reST's inline markup
-    characters escaped, on one line."""
-    text = " ".join(text.split()).replace("\\", "\\\\")
-    for char in "*`|_[]<>":
-        text = text.replace(char, "\\" + char)
-    return text
-
-
-def field_table(model: type[BaseModel], prefix: str, skip: Iterable[str] = ()) -> list[str]:
+def field_rows(
+    model: type[BaseModel], prefix: str, skip: Iterable[str] = ()
+) -> list[tuple[str, str, str, str]]:
+    """One row per key; a key holding a settings model (``run.mlflow``) is followed by
+    the rows of its own keys (``run.mlflow.experiment``)."""
     rows = []
     for name, field in model.model_fields.items():
         if name in skip:
             continue
+        key = f"{prefix}{name}"
+        nested = field.annotation
+        nested = nested if isinstance(nested, type) and issubclass(nested, BaseModel) else None
+        about = field.description or (
+            _first_paragraph(nested.__doc__) if nested else NO_DESCRIPTION.get(key, "")
+        )
         rows.append(
             (
-                literal(f"{prefix}{name}"),
-                literal(type_name(field.annotation)),
-                literal(default_text(field)),
-                plain(field.description or NO_DESCRIPTION.get(f"{prefix}{name}", "")),
+                code(key),
+                " | ".join(code(p) for p in type_parts(field.annotation)),
+                code(default_text(field)),
+                plain(about),
             )
         )
+        if nested is not None:
+            rows += field_rows(nested, f"{key}.")
+    return rows
+
+
+def field_table(model: type[BaseModel], prefix: str, skip: Iterable[str] = ()) -> list[str]:
+    rows = field_rows(model, prefix, skip)
     if not rows:
-        return ["No settings besides ``name``.", ""]
-    out = [
-        ".. list-table::",
-        "   :header-rows: 1",
-        "   :widths: 30 25 20 45",
-        "",
-        "   * - key",
-        "     - type",
-        "     - default",
-        "     - meaning",
+        return ["No settings besides `name`.", ""]
+    return table(("key", "type", "default", "meaning"), rows)
+
+
+def _first_paragraph(doc: str | None) -> str:
+    return " ".join(inspect.cleandoc(doc or "").split("\n\n")[0].split())
+
+
+def sections() -> list[str]:
+    """The run config's sections (fields that are models), ``method`` apart."""
+    from twinfold.config import RunConfig
+
+    return [
+        name
+        for name, field in RunConfig.model_fields.items()
+        if isinstance(field.annotation, type)
+        and issubclass(field.annotation, BaseModel)
+        and name != "method"
     ]
-    for row in rows:
-        out.append(f"   * - {row[0]}")
-        out += [f"     - {cell}" for cell in row[1:]]
-    return [*out, ""]
-
-
-def _first_line(doc: str | None) -> str:
-    return " ".join((inspect.cleandoc(doc or "").split("\n\n")[0]).split())
-
-
-SECTIONS = ("data", "optimizer", "schedule", "trainer", "run", "evaluation")
-SLOTS = (
-    ("encoder", "encoder"),
-    ("projector", "head"),
-    ("predictor", "head"),
-    ("target", "target"),
-    ("loss", "loss"),
-    ("views", "augmentation"),
-)
 
 
 def config_reference(registry: Any = None) -> str:
     """Every key of the run config (section by section, from the pydantic models) and every
-    installed component's config class (kind by kind, from the registry)."""
+    component config class of this repository's distributions (kind by kind)."""
     from twinfold.config import RunConfig
     from twinfold.config.models import MethodConfig
 
-    if registry is None:
-        from twinfold.registry import default_registry
-
-        registry = default_registry()
-    out: list[str] = []
-
-    def heading(text: str, char: str) -> None:
-        out.extend([text, char * len(text), ""])
-
-    heading("Top level", "-")
-    out += field_table(RunConfig, "", skip=(*SECTIONS, "method"))
-    for section in SECTIONS:
+    registry = _registry(registry)
+    out = ["## Top level", ""]
+    out += field_table(RunConfig, "", skip=(*sections(), "method"))
+    for section in sections():
         model = RunConfig.model_fields[section].annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
-        heading(f"``{section}``", "-")
-        out += [_first_line(model.__doc__), ""]  # docstrings are reST already
+        out += [f"## {code(section)}", "", rst_inline(_first_paragraph(model.__doc__)), ""]
         out += field_table(model, f"{section}.")
-    heading("``method``", "-")
-    out += [_first_line(MethodConfig.__doc__), ""]
+    out += [f"## {code('method')}", "", rst_inline(_first_paragraph(MethodConfig.__doc__)), ""]
     out += [
-        "Each slot takes a mapping with the ``name`` of an installed component (or, in "
+        "Each slot takes a mapping with the `name` of an installed component (or, in "
         "Python, an instance of its config class); the other keys are that component's "
-        "settings, listed below by kind. ``predictor`` may be ``null`` (no predictor).",
+        "settings, listed below by kind. `predictor` may be `null` (no predictor).",
         "",
     ]
-    out += [
-        ".. list-table::",
-        "   :header-rows: 1",
-        "",
-        "   * - slot",
-        "     - kind",
-        "     - installed names",
-    ]
+    slot_rows = []
     for slot, kind in SLOTS:
-        names = ", ".join(f"``{n}``" for n in registry.available(kind))
-        out += [f"   * - ``method.{slot}``", f"     - {kind}", f"     - {names}"]
-    out.append("")
-    for kind in ("encoder", "head", "target", "loss", "augmentation"):
-        heading(f"Components of kind ``{kind}``", "-")
-        for record in registry.records(kind):
+        names = ", ".join(code(r.name) for r in own_records(registry, kind))
+        slot_rows.append((code(f"method.{slot}"), kind, names))
+    out += table(("slot", "kind", "names"), slot_rows)
+    for kind in COMPONENT_KINDS:
+        out += [f"## Components of kind {code(kind)}", ""]
+        for record in own_records(registry, kind):
             cls = record.record.config
-            heading(f"``{record.name}``", "~")
+            out += [f"### {code(record.name)}", ""]
             out += [
-                f"{plain(record.summary)} — from ``{record.distribution}`` {record.version} "
-                f"(plugin ``{record.plugin}``), config class "
-                f"``{cls.__module__}.{cls.__qualname__}``.",
+                f"{plain(record.summary)} — from {code(record.distribution)} {record.version} "
+                f"(plugin {code(record.plugin)}), config class "
+                f"{code(f'{cls.__module__}.{cls.__qualname__}')}.",
                 "",
             ]
             out += field_table(cls, "", skip=("name",))
-    return "\n".join(out)
+    return page("Configuration reference", CONFIG_INTRO, out)
+
+
+# --- presets ----------------------------------------------------------------------------
+
+PRESETS_INTRO = """
+Every preset of this repository's distributions with its summary, the paper it follows,
+its **deviations** from that paper and the partial config it contributes (a user's config
+is merged on top of it). In Python: `twinfold.default_registry().preset(NAME).deviations`;
+the resolved config: `twinfold config show --preset NAME`. See [Methods](../methods.md)
+for the recipes in prose.
+"""
 
 
 def preset_reference(registry: Any = None) -> str:
-    """Every installed preset: summary, provider, paper, deviations and its config."""
-    if registry is None:
-        from twinfold.registry import default_registry
-
-        registry = default_registry()
+    """Every preset: summary, provider, paper, deviations and its config."""
     out: list[str] = []
-    for record in registry.records("preset"):
+    for record in own_records(_registry(registry), "preset"):
         preset = record.record
-        title = f"``{preset.name}``"
-        out += [title, "-" * len(title), ""]
-        out += [f"{plain(preset.summary)} — from ``{record.distribution}`` {record.version}.", ""]
+        out += [f"## {code(preset.name)}", ""]
+        out += [f"{plain(preset.summary)} — from {code(record.distribution)} {record.version}.", ""]
         if preset.paper:
             out += [f"Paper: {plain(preset.paper)}.", ""]
         if preset.deviations:
@@ -251,31 +389,53 @@ def preset_reference(registry: Any = None) -> str:
         else:
             out += ["Deviations from the paper: none listed.", ""]
         body = yaml.safe_dump(json.loads(json.dumps(dict(preset.config))), sort_keys=False)
-        out += [".. code-block:: yaml", "", textwrap.indent(body, "    "), ""]
-    return "\n".join(out)
+        out += ["```yaml", body.rstrip(), "```", ""]
+    return page("Preset reference", PRESETS_INTRO, out)
 
 
-# --- Sphinx -----------------------------------------------------------------------------
+# --- the committed pages ----------------------------------------------------------------
 
 PAGES: dict[str, Callable[[], str]] = {
-    "hooks.rst": hook_reference,
-    "configuration.rst": config_reference,
-    "presets.rst": preset_reference,
+    "hooks.md": hook_reference,
+    "configuration.md": config_reference,
+    "presets.md": preset_reference,
 }
 
 
-def write_all(directory: Path = GENERATED) -> list[Path]:
+def stale_pages(directory: Path = REFERENCE) -> list[Path]:
+    """The committed pages that differ from what the code generates now."""
+    return [
+        directory / name
+        for name, generate in PAGES.items()
+        if not (directory / name).is_file() or (directory / name).read_text() != generate()
+    ]
+
+
+def write_all(directory: Path = REFERENCE) -> list[Path]:
+    """Write the pages whose text changed; returns them."""
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
+    changed = []
     for name, generate in PAGES.items():
-        path = directory / name
-        text = generate() + "\n"
-        if not path.is_file() or path.read_text() != text:  # keep mtimes for incremental builds
+        path, text = directory / name, generate()
+        if not path.is_file() or path.read_text() != text:
             path.write_text(text)
-        written.append(path)
-    return written
+            changed.append(path)
+    return changed
 
 
-def setup(app: Any) -> dict[str, Any]:
-    app.connect("builder-inited", lambda app: write_all())
-    return {"parallel_read_safe": True, "parallel_write_safe": True}
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only report stale pages")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_pages()
+        for path in stale:
+            print(f"stale: {path.relative_to(REPO)} (regenerate: {COMMAND})")
+        return 1 if stale else 0
+    for path in write_all():
+        print(f"wrote {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

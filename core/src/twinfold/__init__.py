@@ -7,6 +7,7 @@ The small, stable Python API::
     loss = twinfold.create("loss", "byol")      # validated and built
     cfg = twinfold.load_config({"preset": "byol-small"}, overrides=["trainer.epochs=2"])
     result = twinfold.train(cfg)                # run directory and final metrics
+    twinfold.embed(result.run_dir, "digits:test", "emb.npy")  # + emb.csv, emb.json
 
 The names below are imported on first use (``import twinfold`` loads neither torch nor
 pydantic), so the command line can install its stop-signal handlers before anything heavy
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         ViewPipeline,
     )
     from twinfold.config import RunConfig, load_config
+    from twinfold.embedding import EmbedResult, embed
     from twinfold.errors import (
         CheckpointError,
         ConfigError,
@@ -66,6 +68,7 @@ _EXPORTS: dict[str, str] = {
         "twinfold.components",
     ),
     **dict.fromkeys(("RunConfig", "load_config"), "twinfold.config"),
+    **dict.fromkeys(("EmbedResult", "embed"), "twinfold.embedding"),
     **dict.fromkeys(
         (
             "CheckpointError",
@@ -108,7 +111,9 @@ def available(kind: str) -> list[str]:
 
 
 def create(kind: str, name: str, **params: Any) -> Any:
-    """Validate ``params`` with the component's config class and build the component."""
+    """Validate ``params`` with the component's config class and build the component,
+    e.g. ``create("loss", "byol")``. Views need their output size, which a run fills
+    from ``data.image_size``: ``create("augmentation", "byol-views", image_size=32)``."""
     from twinfold.registry import default_registry
 
     return default_registry().create(kind, name, **params)
@@ -132,6 +137,7 @@ __all__ = [
     "ComponentConfig",
     "ConfigError",
     "ConflictError",
+    "EmbedResult",
     "EncoderConfig",
     "HeadConfig",
     "Kind",
@@ -151,6 +157,7 @@ __all__ = [
     "available",
     "create",
     "default_registry",
+    "embed",
     "hookimpl",
     "load_config",
     "train",

@@ -18,9 +18,27 @@ if TYPE_CHECKING:
 DEFAULT_PRESET = "byol-small"
 
 
+class _PrintVersions(argparse.Action):
+    """``--version``: the core's and every installed plugin distribution's version, read
+    from the installed metadata (no plugin is imported), then exit 0."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from twinfold.entry_points import versions_report
+        from twinfold.version import __version__
+
+        print(versions_report(__version__))
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="twinfold", description="Non-contrastive self-supervised learning on images."
+    )
+    p.add_argument(
+        "--version", action=_PrintVersions, help="print the core and plugin versions and exit"
     )
     p.add_argument("--no-plugins", action="store_true", help="load no entry-point plugins")
     p.add_argument(
@@ -75,6 +93,32 @@ def _parser() -> argparse.ArgumentParser:
         "out", metavar="OUT", help="output file (.safetensors added if missing) or directory"
     )
     ex.add_argument("--force", action="store_true", help="overwrite an existing export")
+    em = sub.add_parser(
+        "embed", help="backbone embeddings of an image folder or dataset split (.npy + .csv)"
+    )
+    em.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run dir, .ckpt or export")
+    em.add_argument(
+        "data", metavar="DATA", help="image folder, or DATASET:SPLIT such as digits:test"
+    )
+    em.add_argument(
+        "out",
+        metavar="OUT",
+        help="output .npy or .safetensors (.npy added if missing) or directory",
+    )
+    em.add_argument("--batch-size", type=int, default=256, help="images per batch (256)")
+    em.add_argument("--workers", type=int, default=0, help="data-loader worker processes (0)")
+    em.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda:N")
+    em.add_argument(
+        "--precision",
+        default="32-true",
+        help="32-true (as twinfold eval), bf16-mixed or 16-mixed (autocast)",
+    )
+    em.add_argument(
+        "--skip-bad-images", action="store_true", help="leave unreadable images out (listed)"
+    )
+    em.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    em.add_argument("--no-progress", action="store_true", help="no progress bar")
+    overrides_arg(em, "data.root=DIR (for DATASET:SPLIT)")
     rp = sub.add_parser("report", help="summary table and plots of a run directory")
     rp.add_argument("run", metavar="RUN")
     rp.add_argument("--no-plots", action="store_true", help="do not (re)draw the plots")
@@ -165,7 +209,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from twinfold.artifacts import open_trained
+    from twinfold.artifacts import open_trained_argument
     from twinfold.config import load_config
     from twinfold.evaluation import knn_top1
     from twinfold.evaluation.linear import linear_probe
@@ -173,7 +217,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from twinfold.registry import default_registry
 
     registry = default_registry()
-    trained = open_trained(args.source, registry)
+    trained = open_trained_argument(args.source, registry)
     cfg = load_config(trained.config, args.overrides) if args.overrides else trained.config
     feats = labelled_features(cfg, trained.backbone, pipeline=eval_pipeline(cfg, registry))
     result: dict[str, object] = {
@@ -231,11 +275,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from twinfold.artifacts import open_trained
+    from twinfold.artifacts import open_trained_argument
     from twinfold.export import export_path, sidecar_path, write_backbone
+    from twinfold.registry import default_registry
 
     out = export_path(args.out, force=args.force)  # checked before the source is read
-    trained = open_trained(args.source)
+    trained = open_trained_argument(args.source, default_registry())
     write_backbone(
         trained.backbone,
         trained.config,
@@ -243,6 +288,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
         {"step": trained.step, "source": str(trained.source)},
     )
     print(f"wrote {out} and {sidecar_path(out)}")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from twinfold.embedding import embed
+
+    result = embed(
+        args.source,
+        args.data,
+        args.out,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+        precision=args.precision,
+        skip_bad_images=args.skip_bad_images,
+        force=args.force,
+        overrides=args.overrides,
+        progress=not args.no_progress,
+    )
+    if result.resumed_at:
+        print(f"continued an interrupted embedding at row {result.resumed_at}")
+    for bad in result.skipped:
+        item = bad.get("path", bad.get("index"))
+        print(f"skipped unreadable image {item}: {bad['error']}")
+    print(
+        f"wrote {result.matrix} ({result.rows} x {result.dim} float32), {result.table} "
+        f"and {result.sidecar}"
+    )
     return 0
 
 
@@ -346,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": _cmd_config,
         "eval": _cmd_eval,
         "export": _cmd_export,
+        "embed": _cmd_embed,
         "report": _cmd_report,
         "plugins": _cmd_plugins,
     }

@@ -45,6 +45,11 @@ class AugmentationConfig(ComponentConfig):
 
 
 class EncoderConfig(ComponentConfig):
+    """An encoder gets float ``[B, 3, S, S]`` views, with S the views' ``image_size``
+    (default ``data.image_size``); S is not passed to it. An encoder that needs S (a
+    flattening layer, a ViT's patch grid) declares a field for it that the config sets to
+    the same value, or adapts to any size (global pooling, as the builtins do)."""
+
     kind: ClassVar[str] = "encoder"
 
 
@@ -80,14 +85,18 @@ class BatchedViewEngine(Protocol):
 
 
 class ViewPipeline(ABC):
-    """Turns one decoded image (uint8 tensor ``[C, H, W]``) into a list of views.
+    """Turns one decoded image (uint8 tensor ``[3, H, W]``: every image source gives three
+    channels) into a list of views, float tensors ``[3, S, S]``.
+
+    The number of views a method trains on is the length of that list: the encoder,
+    heads and loss see every view (the losses pair them up, e.g.
+    :meth:`Loss.view_pairs`). For the ``simclr-views`` family it is
+    ``len(cfg.method.views.views)``; list three entries there for three views.
 
     Randomness must come from the torch global generator only: the data pipeline seeds
     it per (seed, epoch, sample index), which makes views independent of the number of
     processes and data-loader workers.
     """
-
-    num_views: int = 2
 
     @abstractmethod
     def __call__(self, image: Tensor) -> list[Tensor]: ...
@@ -99,7 +108,10 @@ class ViewPipeline(ABC):
     def batched_engine(self) -> BatchedViewEngine | None:
         """An engine making the same views a batch at a time on the training device, or
         None (the default): the data loader then calls this pipeline sample by sample.
-        ``data.view_engine: auto`` uses the engine whenever a component offers one."""
+        ``data.view_engine: auto`` uses the engine whenever a component offers one.
+        :class:`twinfold.builtins.views.SimCLRViews` offers
+        :class:`twinfold.augment.BatchedViews` built from its config, unless a subclass
+        overrides ``__call__`` without overriding this method too."""
         return None
 
 
@@ -115,10 +127,15 @@ class BranchOutput:
 class Loss(nn.Module, ABC):
     """A loss over per-view outputs of the online and target branches.
 
-    ``online[i]`` and ``target[i]`` come from view ``i``; the loss compares each online
-    view with the target of the other views. Under ``torch.distributed`` the value is the
-    loss of the global batch on every rank, and its gradient is scaled for the mean that
-    DDP takes over ranks (see :mod:`twinfold.distributed`).
+    ``online[i]`` and ``target[i]`` come from view ``i`` (as many views as the views
+    component makes, at least 2); the loss compares each online view with the target of
+    the other views. :class:`twinfold.method.SiameseMethod` calls it outside autocast with
+    float32 tensors, whatever ``trainer.precision`` is (batch statistics such as
+    cross-correlations lose too much in half precision); a tensor that is both an online
+    and a target output (no target branch) is passed as the same object on both sides
+    (:meth:`symmetric_view_pairs` relies on it). Under ``torch.distributed`` the value is
+    the loss of the global batch on every rank, and its gradient is scaled for the mean
+    that DDP takes over ranks (see :mod:`twinfold.distributed`).
     """
 
     @abstractmethod

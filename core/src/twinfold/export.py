@@ -139,7 +139,16 @@ def read_sidecar(weights: Path | str) -> dict[str, Any]:
     side = sidecar_path(Path(weights))
     if not side.is_file():
         raise CheckpointError(f"{side} is missing; it is written next to the weights by export")
-    return json.loads(side.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {side}: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f'{side} is not the sidecar of a twinfold export (no "format": "{FORMAT}"); '
+            "export the backbone again with twinfold export"
+        )
+    return meta
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
@@ -209,5 +218,11 @@ def load_backbone(
         registry = registry or default_registry()
         encoder = registry.build(registry.validate("encoder", meta["encoder"]))
         model = exportable_backbone(encoder)
-    load_state_strict(model, load_file(str(weights)), weights)
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own error type for a damaged file
+        raise CheckpointError(
+            f"cannot read {weights} as safetensors ({exc}); export the backbone again"
+        ) from None
+    load_state_strict(model, state, weights)
     return model.eval()

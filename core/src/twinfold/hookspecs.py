@@ -36,7 +36,10 @@ def twinfold_augmentations() -> Iterable[Component]:
 
     The factory receives the validated config and returns a
     :class:`twinfold.components.ViewPipeline`: a callable that turns one uint8 image
-    tensor ``[C, H, W]`` into a list of float view tensors. Minimal plugin::
+    tensor ``[3, H, W]`` into a list of float view tensors ``[3, S, S]``, one per view
+    (the method trains on all of them). A config class with an ``image_size`` field that
+    is unset gets ``data.image_size``. Subclassing ``SimCLRViewsConfig`` and building
+    with ``build_simclr_views`` also gives the batched view engine. Minimal plugin::
 
         from typing import Literal
         from twinfold import hookimpl, Component
@@ -55,8 +58,10 @@ def twinfold_augmentations() -> Iterable[Component]:
 def twinfold_encoders() -> Iterable[Component]:
     """Register backbones.
 
-    The factory returns an ``nn.Module`` mapping images ``[B, C, H, W]`` to features
-    ``[B, D]`` with an integer attribute ``out_dim`` (= D). Minimal plugin::
+    The factory returns an ``nn.Module`` mapping views ``[B, 3, S, S]`` (always three
+    channels; S is the views' ``image_size``, by default ``data.image_size``) to features
+    ``[B, D]`` with an integer attribute ``out_dim`` (= D). S is not passed to the
+    encoder: one that depends on it declares a field for it. Minimal plugin::
 
         from typing import Literal
         from torch import nn
@@ -64,11 +69,12 @@ def twinfold_encoders() -> Iterable[Component]:
 
         class LinearEncoderConfig(EncoderConfig):
             name: Literal["linear"] = "linear"
-            pixels: int = 3 * 32 * 32
+            image_size: int = 32  # must equal data.image_size
             out_dim: int = 128
 
         def build(cfg):
-            net = nn.Sequential(nn.Flatten(), nn.Linear(cfg.pixels, cfg.out_dim))
+            pixels = 3 * cfg.image_size**2
+            net = nn.Sequential(nn.Flatten(), nn.Linear(pixels, cfg.out_dim))
             net.out_dim = cfg.out_dim
             return net
 
@@ -109,7 +115,8 @@ def twinfold_losses() -> Iterable[Component]:
     The factory returns a :class:`twinfold.components.Loss`: ``forward(online, target)``
     takes two equal-length lists of per-view tensors ``[B, D]`` and returns a scalar;
     ``terms(online, target)`` returns the same scalar under ``"loss"`` plus named terms
-    for logging. Minimal plugin::
+    for logging. The method calls it outside autocast, with float32 tensors. Minimal
+    plugin::
 
         from typing import Literal
         from twinfold import hookimpl, Component, Loss, LossConfig

@@ -2,8 +2,8 @@
 once (:func:`prepare_run`). The config is validated and its ``auto`` step settings and
 ``run.resume`` resolved; the world size, per-process batch and view engine fixed; the
 checkpoint to continue chosen and checked; the data sources and every component built
-once, so that a bad config, a missing dataset or a component that cannot be built fails
-with exit status 2 before a file is written."""
+once, so that a bad config, a missing dataset, a component that cannot be built or a
+metric sink that is not installed fails with exit status 2 before a file is written."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from twinfold.data import DataSources, build_sources
 from twinfold.errors import ConfigError
 from twinfold.fast_path import FastSettings, with_fast_settings
 from twinfold.method import SiameseMethod, build_method
+from twinfold.metric_sinks import check_installed
 from twinfold.registry import Registry, default_registry
 from twinfold.resume import ResumeDecision, decide_resume
 
@@ -178,6 +179,7 @@ def prepare_run(cfg: RunConfig, registry: Registry | None = None) -> tuple[RunPl
     """Decide and check everything before launch; the plan and the Fabric to launch."""
     components = registry or default_registry()
     cfg, settings = with_fast_settings(cfg)
+    check_installed(cfg)
     cfg, resume = decide_resume(cfg, components)
     fabric = make_fabric(cfg)
     batch = per_process_batch(cfg, fabric.world_size)

@@ -48,7 +48,11 @@ class Registered:
     name: str
     record: Component | Preset
     plugin: str
+    """The entry point's name (``twinfold`` for the builtins; the key of
+    ``Registry(plugins=...)`` for a plugin registered by hand)."""
     distribution: str
+    """The distribution that declares the entry point (for a plugin registered by hand,
+    its key in ``Registry(plugins=...)``, with the version ``local``)."""
     version: str
 
     @property

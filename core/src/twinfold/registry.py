@@ -24,6 +24,8 @@ from pydantic import ValidationError
 
 from twinfold import hookspecs
 from twinfold.components import ComponentConfig
+from twinfold.entry_points import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
+from twinfold.entry_points import plugin_entry_points
 from twinfold.errors import (
     ConfigError,
     ConflictError,
@@ -35,9 +37,9 @@ from twinfold.hookspecs import KINDS, ComponentKind
 from twinfold.records import BrokenPlugin, Component, Preset, Registered
 from twinfold.validation import problems_from_validation
 
-ENTRY_POINT_GROUP = "twinfold"
 ENV_NO_PLUGINS = "TWINFOLD_NO_PLUGINS"
 ENV_BLOCK = "TWINFOLD_BLOCK_PLUGINS"
+
 
 class PluginLoadWarning(UserWarning):
     """An installed plugin failed to load; components it provides are unavailable."""
@@ -104,23 +106,17 @@ class Registry:
 
     # ------------------------------------------------------------------ discovery
     def _load_entry_points(self, paths: Sequence[str] | None) -> None:
-        dists = md.distributions(path=list(paths)) if paths is not None else md.distributions()
-        seen: set[tuple[str, str]] = set()
-        for dist in dists:
-            dist_name = dist.metadata["Name"] or "unknown"
-            for ep in dist.entry_points:
-                if ep.group != ENTRY_POINT_GROUP or (dist_name, ep.name) in seen:
-                    continue
-                seen.add((dist_name, ep.name))
-                if normalize(ep.name) in self.blocked or normalize(dist_name) in self.blocked:
-                    self.skipped.append(f"{ep.name} ({dist_name})")
-                    continue
-                try:
-                    obj = ep.load()
-                except Exception as exc:
-                    self._broken(ep.name, dist_name, ep.value, exc)
-                    continue
-                self._add_plugin(ep.name, obj, dist_name, dist.version)
+        for found in plugin_entry_points(paths):
+            ep, dist_name = found.entry_point, found.distribution
+            if normalize(ep.name) in self.blocked or normalize(dist_name) in self.blocked:
+                self.skipped.append(f"{ep.name} ({dist_name})")
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                self._broken(ep.name, dist_name, ep.value, exc)
+                continue
+            self._add_plugin(ep.name, obj, dist_name, found.version)
 
     def _broken(self, ep_name: str, dist: str, target: str, exc: BaseException) -> None:
         fix = (
@@ -191,6 +187,9 @@ class Registry:
 
     # ------------------------------------------------------------------ lookups
     def records(self, kind: str | None = None) -> list[Registered]:
+        """Every registered record (or those of one kind), sorted by kind and name; each
+        says which plugin, distribution and version provide it (tests can check that a
+        component arrives through the installed entry point)."""
         wanted = None if kind is None else self._kind(kind)
         return sorted(
             (r for r in self._records.values() if wanted is None or r.kind == wanted),
@@ -268,7 +267,8 @@ class Registry:
             ) from exc
 
     def create(self, kind: str, name: str, **params: Any) -> Any:
-        """Validate ``params`` with the component's config class and build it."""
+        """Validate ``params`` with the component's config class and build it. A views
+        component needs ``image_size`` here (a run fills it from ``data.image_size``)."""
         cls = self.config_class(kind, name)
         try:
             config = cls(name=name, **params)

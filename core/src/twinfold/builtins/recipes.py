@@ -1,9 +1,25 @@
 """View recipes shared by several methods (values from the papers; see
-``docs/methods.md``). Plugins register their own named view configs using these."""
+``docs/methods.md``): public, for plugins that register their own named view configs
+(the four method plugins use them). A change to a recipe changes every preset built on
+it, so the values only change with a new minor version of the core.
+
+- :func:`asymmetric_view_pair`, :func:`simsiam_view_pair`: the papers' view pairs as
+  :class:`~twinfold.builtins.views.ViewConfig` lists (a views config's ``views``);
+- :data:`DIGITS_VIEW_CHANGES`, :data:`ASYMMETRIC_PROBABILITIES` and
+  :func:`digits_views_section`: what the small presets on the embedded digits use.
+"""
 
 from __future__ import annotations
 
 from twinfold.builtins.views import ViewConfig
+
+__all__ = [
+    "ASYMMETRIC_PROBABILITIES",
+    "DIGITS_VIEW_CHANGES",
+    "asymmetric_view_pair",
+    "digits_views_section",
+    "simsiam_view_pair",
+]
 
 _COMMON = dict(
     crop_scale=(0.08, 1.0),

@@ -91,6 +91,18 @@ class DataConfig(StrictModel):
     skip_bad_images: bool = Field(
         False, description="skip (and count) unreadable images instead of failing"
     )
+    max_image_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        description="largest image (width x height) an image folder may hold; a larger "
+        "one is refused from its header, before decoding (a decompression bomb)",
+    )
+    symlinks: Literal["inside", "follow"] = Field(
+        "inside",
+        description="symbolic links in an image folder: 'inside' follows only those whose "
+        "target lies inside the folder (others are an error naming the link); 'follow' "
+        "follows every link",
+    )
     view_engine: Literal["auto", "per-sample", "batched"] = Field(
         "auto",
         description="'batched': uint8 images batched and augmented on the training device "
@@ -280,8 +292,54 @@ class TrainerConfig(StrictModel):
         return PRECISION_ALIASES.get(str(value), value) if isinstance(value, int | str) else value
 
 
+TrackerName = Literal["mlflow", "wandb"]
+"""The experiment trackers ``run.trackers`` may list (:data:`twinfold.trackers.TRACKERS`)."""
+
+
+class MlflowSettings(StrictModel):
+    """MLflow, used when run.trackers lists mlflow (pip install 'twinfold[mlflow]')."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (an http(s) server, sqlite:///path.db, any URI "
+        "MLflow accepts); default: MLFLOW_TRACKING_URI when set, else the SQLite store "
+        "sqlite:///<run.output_dir>/mlflow.db beside the run directories, artifacts in "
+        "<run.output_dir>/mlartifacts (works offline)",
+    )
+    artifact_location: str | None = Field(
+        None,
+        description="where a new experiment keeps its artifacts (default: "
+        "<run.output_dir>/mlartifacts for the default store, else the server's choice)",
+    )
+    experiment: str | None = Field(
+        None, min_length=1, description="default: MLFLOW_EXPERIMENT_NAME, else 'twinfold'"
+    )
+    run_name: str | None = Field(None, description="default: the run directory's name")
+    tags: dict[str, str] = Field(default_factory=dict, description="extra run tags")
+
+
+class WandbSettings(StrictModel):
+    """Weights & Biases, used when run.trackers lists wandb (pip install
+    'twinfold[wandb]')."""
+
+    project: str | None = Field(
+        None, min_length=1, description="default: WANDB_PROJECT, else 'twinfold'"
+    )
+    entity: str | None = Field(
+        None, description="team or user; default: WANDB_ENTITY, else your default"
+    )
+    run_name: str | None = Field(None, description="default: the run directory's name")
+    mode: Literal["auto", "online", "offline"] = Field(
+        "auto",
+        description="'auto': the WANDB_MODE environment variable if set, else 'online' "
+        "when an API key is configured (WANDB_API_KEY or wandb login), else 'offline' "
+        "(files in <run>/wandb; upload later with wandb sync)",
+    )
+    tags: list[str] = Field(default_factory=list, description="extra run tags")
+
+
 class RunSettings(StrictModel):
-    """Output directory, seeding, checkpoints and resuming."""
+    """Output directory, seeding, checkpoints, resuming and where metrics go."""
 
     output_dir: Path = Path("runs")
     name: str | None = Field(None, description="run directory name (default: preset-time)")
@@ -311,7 +369,33 @@ class RunSettings(StrictModel):
         description="TensorBoard logs in <run>/tensorboard: 'auto' when tensorboard is "
         "installed, 'on' requires it (metrics.csv is always written)",
     )
+    trackers: list[TrackerName] = Field(
+        default_factory=list,
+        description="experiment trackers that also get the params, metrics and files "
+        "(besides metrics.csv and TensorBoard); each needs its extra, e.g. "
+        "pip install 'twinfold[mlflow]'",
+    )
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
     plots: bool = Field(True, description="PNG plots in the run directory at the end")
+
+    @field_validator("trackers", mode="before")
+    @classmethod
+    def _tracker_names(cls, value: Any) -> Any:
+        """One name or a comma list (``--set run.trackers=mlflow,wandb``) as a list; the
+        sinks that have their own keys named."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            return value
+        for name in value:
+            if name == "tensorboard":
+                raise ValueError("TensorBoard is set by run.tensorboard (auto, on or off)")
+            if name == "csv":
+                raise ValueError("metrics.csv is always written; list only mlflow or wandb")
+        if len(set(map(str, value))) < len(value):
+            raise ValueError(f"{value} names a tracker twice")
+        return value
 
     @field_validator("tensorboard", mode="before")
     @classmethod

@@ -16,7 +16,12 @@ SPLIT_SEED = 20240611
 
 
 class ImageDecodeError(TwinfoldError):
-    """An image file could not be read or decoded."""
+    """An image file could not be read or decoded; ``reason`` says why (without the
+    fix the message suggests, which depends on the command)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class ImageSource(ABC):

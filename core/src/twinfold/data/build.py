@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from twinfold.config.models import DataConfig
 from twinfold.data.base import ImageSource, Subset, split_source
@@ -33,15 +34,24 @@ def _labelled_pair(
     return None, None
 
 
+def _file_rules(cfg: DataConfig) -> dict[str, Any]:
+    """How an image folder treats unreadable files, huge images and symbolic links."""
+    return {
+        "skip_bad": cfg.skip_bad_images,
+        "max_pixels": cfg.max_image_pixels,
+        "symlinks": cfg.symlinks,
+    }
+
+
 def _folder_sources(cfg: DataConfig) -> DataSources:
     assert cfg.root is not None  # DataConfig requires it for 'folder'
-    root = FolderSource(cfg.root, skip_bad=cfg.skip_bad_images)
+    root = FolderSource(cfg.root, **_file_rules(cfg))
     if cfg.eval_root is None:
         if not root.labelled:
             return DataSources(root, None, None)
         train, held = split_source(root, cfg.holdout_fraction)
         return DataSources(train, *_labelled_pair(train, held, f"data.root '{cfg.root}'"))
-    evals = FolderSource(cfg.eval_root, skip_bad=cfg.skip_bad_images, field="data.eval_root")
+    evals = FolderSource(cfg.eval_root, field="data.eval_root", **_file_rules(cfg))
     if not evals.labelled:
         raise ConfigError(
             [("data.eval_root", f"'{cfg.eval_root}' needs one sub-folder of images per class")]

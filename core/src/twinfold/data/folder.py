@@ -2,70 +2,93 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import to_dtype
 
 from twinfold.data.base import ImageDecodeError, ImageSource
 from twinfold.errors import ConfigError
 
+SymlinkPolicy = Literal["inside", "follow"]
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _SKIP_HINT = "set data.skip_bad_images=true to skip unreadable files"
 
 
-def _torchvision_decodes(data: bytes) -> bool:
-    """JPEG, PNG, GIF and WebP (by their magic bytes) go to torchvision's decoders."""
-    return data.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")) or (
-        data[:4] == b"RIFF" and data[8:12] == b"WEBP"
-    )
+MAX_PIXELS = 100_000_000
+"""Default ``data.max_image_pixels``: about 300 MB once decoded to RGB."""
 
 
-def _decode_torchvision(data: bytes) -> Tensor:
+@contextlib.contextmanager
+def _no_pillow_bomb_check() -> Iterator[None]:
+    """Pillow's own decompression-bomb limit off while a header is read: the caller
+    applies ``max_pixels`` (which may be set above Pillow's) with its own message."""
+    from PIL import Image
+
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _decode_jpeg(data: bytes) -> Tensor:
+    """libjpeg-turbo through torchvision: a corrupt stream raises a Python error."""
     buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs for TorchCodec
         warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
-        return decode_image(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        return decode_jpeg(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
 
 
-def _decode_pillow(data: bytes) -> Tensor:
-    """BMP and TIFF, which torchvision.io does not decode, through Pillow (fully loaded)."""
+def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> Tensor:
+    """Decode an encoded image to uint8 ``[3, H, W]`` (an animation's first frame).
+
+    The header is read first and an image of more than ``max_pixels`` pixels is refused
+    before any pixel is decoded. JPEG goes to libjpeg-turbo (torchvision), every other
+    format to Pillow: torchvision's libpng ends the process on some malformed PNGs (a
+    too-short IDAT chunk) instead of raising. Any problem raises ``ValueError`` or
+    Pillow's ``OSError``."""
     from PIL import Image, ImageOps
 
-    with Image.open(io.BytesIO(data)) as img:
-        rgb = np.array(ImageOps.exif_transpose(img).convert("RGB"))
-    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
-
-
-def decode_file(path: Path) -> Tensor:
-    """Decode an image file to uint8 ``[3, H, W]`` (first frame of an animation).
-
-    Raises :class:`ImageDecodeError` naming the file when it is empty, unreadable,
-    truncated or not an image."""
-    try:
-        data = path.read_bytes()
-        if not data:
-            raise ValueError("the file is empty")
-        if _torchvision_decodes(data):
-            image = _decode_torchvision(data)
+    if not data:
+        raise ValueError("the file is empty")
+    with _no_pillow_bomb_check(), Image.open(io.BytesIO(data)) as img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ValueError(
+                f"{width}x{height} = {width * height:,} pixels, over the limit of "
+                f"{max_pixels:,} (data.max_image_pixels; raise it for images this large)"
+            )
+        if img.format == "JPEG":
+            image = _decode_jpeg(data)
         else:
-            image = _decode_pillow(data)
+            rgb = np.array(ImageOps.exif_transpose(img).convert("RGB"))
+            image = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+    return image if image.dtype == torch.uint8 else to_dtype(image, torch.uint8, scale=True)
+
+
+def decode_file(path: Path, max_pixels: int = MAX_PIXELS) -> Tensor:
+    """Decode an image file (:func:`decode_bytes`). Raises :class:`ImageDecodeError`
+    naming the file when it is empty, unreadable, truncated, too large or not an image."""
+    try:
+        return decode_bytes(path.read_bytes(), max_pixels)
     except Exception as exc:
         reason = re.sub(r"^.*?\.cpp:\d+,\s*", "", str(exc)).strip() or type(exc).__name__
         if "cannot identify image file" in reason:  # Pillow's words for an unknown format
             reason = "not an image in a known format"
         raise ImageDecodeError(
-            f"cannot decode image '{path}': {reason}. Remove or replace the file, or {_SKIP_HINT}."
+            f"cannot decode image '{path}': {reason}. Remove or replace the file, or {_SKIP_HINT}.",
+            reason,
         ) from None
-    if image.ndim == 4:
-        image = image[0]
-    return image if image.dtype == torch.uint8 else to_dtype(image, torch.uint8, scale=True)
 
 
 def _visible(path: Path, root: Path) -> bool:
@@ -95,8 +118,17 @@ class FolderSource(ImageSource):
 
     fixed_size = False
 
-    def __init__(self, root: str | Path, *, skip_bad: bool = False, field: str = "data.root"):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        skip_bad: bool = False,
+        field: str = "data.root",
+        max_pixels: int = MAX_PIXELS,
+        symlinks: SymlinkPolicy = "inside",
+    ):
         self.root, self.skip_bad, self.field = Path(root), skip_bad, field
+        self.max_pixels = max_pixels
         self.bad_files: set[Path] = set()
         self.skip_log: Path | None = None  # skipped files are also appended here
         if not self.root.exists():
@@ -125,11 +157,27 @@ class FolderSource(ImageSource):
                 f"sub-folders of it; put images there or set {field} to the folder that "
                 "holds them"
             )
+        if symlinks == "inside":
+            self._refuse_links_out()
         self._members: dict[int | None, list[int]] = {}
         self._position: list[int] = []  # index of each file within its class
         for i, y in enumerate(self._labels):
             self._position.append(len(self._members.setdefault(y, [])))
             self._members[y].append(i)
+
+    def _refuse_links_out(self) -> None:
+        """``data.symlinks=inside``: no file may be reached through a symbolic link (to the
+        file or to its class folder) whose target lies outside the root."""
+        real_root = self.root.resolve()
+        linked = {d.name for d in self.root.iterdir() if d.is_symlink()}
+        for path in self.files:
+            through_link = path.is_symlink() or path.relative_to(self.root).parts[0] in linked
+            if through_link and not path.resolve().is_relative_to(real_root):
+                self._fail(
+                    f"'{path}' is a symbolic link (or in a linked folder) to "
+                    f"'{path.resolve()}', outside '{self.root}'; set data.symlinks=follow to "
+                    "read files linked from elsewhere, or copy them in"
+                )
 
     def _fail(self, message: str) -> None:
         raise ConfigError([(self.field, message)])
@@ -150,7 +198,7 @@ class FolderSource(ImageSource):
 
     def load(self, index: int) -> Tensor:
         if not self.skip_bad:
-            return decode_file(self.files[index])
+            return decode_file(self.files[index], self.max_pixels)
         y = self._labels[index]
         members, start = self._members[y], self._position[index]
         for k in range(len(members)):
@@ -158,7 +206,7 @@ class FolderSource(ImageSource):
             if path in self.bad_files:
                 continue
             try:
-                return decode_file(path)
+                return decode_file(path, self.max_pixels)
             except ImageDecodeError as exc:
                 self.bad_files.add(path)
                 warnings.warn(f"skipping: {exc}", stacklevel=2)
