@@ -221,8 +221,9 @@ runs; an invalid config exits with status 2 and lists every problem with its dot
 
 The `method` slots accept any *installed* component. The component sections below list
 the components of this repository's distributions (the core builtins, the four method
-plugins and the example plugin `twinfold-directpred`); `twinfold config schema` prints the
-same information for your environment as a JSON schema, and
+plugins, `twinfold-timm` and the example plugin `twinfold-directpred`);
+`twinfold config schema` prints the same information for your environment as a JSON
+schema, and
 `twinfold config show [--preset NAME]` prints a resolved config with every default.
 """
 

@@ -243,12 +243,14 @@ class Training:
         )
         if verdict.non_finite:  # every rank raises at the same step
             self._fail(verdict, out)
+        clipped = self._clip_gradients()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         extra = self.method.after_optimizer_step(self.step, self.total)
         self.step += 1
         row = {
             **extra,
+            **clipped,
             "lr": self.optimizer.param_groups[0]["lr"],
             **group_lrs(self.optimizer),
             "lr_factor": factor,
@@ -257,6 +259,15 @@ class Training:
         samples = views[0].shape[0] * self.fabric.world_size
         self.monitor.after_step(self.step, self.total, row, out, samples)
         self.stopped_by = verdict.signal_name if verdict.stop else None
+
+    def _clip_gradients(self) -> dict[str, float]:
+        """Scale the gradients down to ``optimizer.clip_grad_norm`` (global L2 norm, after
+        the all-reduce, so every rank clips alike); the norm before clipping, to log."""
+        max_norm = self.cfg.optimizer.clip_grad_norm
+        if max_norm is None:
+            return {}
+        norm = self.fabric.clip_gradients(self.method.online, self.optimizer, max_norm=max_norm)
+        return {"grad_norm": float(norm)}
 
     def _save(self) -> None:
         try:

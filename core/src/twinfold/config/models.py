@@ -150,6 +150,21 @@ class MethodConfig(StrictModel):
 
 
 
+NO_DECAY_NAMES = (
+    "*pos_embed*",
+    "*cls_token",
+    "*class_token",
+    "*reg_token",
+    "*dist_token",
+    "*relative_position_bias_table",
+)
+"""Parameter names (fnmatch patterns) treated like biases and norms by default: position
+embeddings (timm ``pos_embed``, torchvision ``pos_embedding``, Swin
+``absolute_pos_embed``), class/register/distillation tokens (timm ``cls_token``,
+``reg_token``, ``dist_token``; torchvision ``class_token``) and Swin's relative position
+bias tables; what timm's ``no_weight_decay()`` lists for its ViTs and Swins."""
+
+
 class OptimizerConfig(StrictModel):
     """Optimizer and parameter groups. ``lr`` is the base rate before batch scaling."""
 
@@ -164,6 +179,14 @@ class OptimizerConfig(StrictModel):
     )
     bias_and_norm_lr: float | None = Field(
         None, gt=0, description="separate base lr for biases and norm parameters"
+    )
+    no_decay_names: list[str] = Field(
+        default_factory=lambda: list(NO_DECAY_NAMES),
+        description="fnmatch patterns of parameter names grouped with the biases and norms "
+        "(position embeddings, class and register tokens of ViTs)",
+    )
+    clip_grad_norm: float | None = Field(
+        None, gt=0, description="clip the global L2 norm of the gradients to this (None: off)"
     )
     fixed_lr: list[str] = Field(
         default_factory=list,
