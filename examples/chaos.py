@@ -114,14 +114,23 @@ def moment_reached(
     return EPOCHS * STEPS_PER_EPOCH in steps  # export: after the last checkpoint
 
 
+def phases_ahead(seen: list[int]) -> tuple[str, ...]:
+    """The phases a run resumed after checkpoint ``max(seen)`` will still pass through
+    (a kill aimed at one already behind it would let the run finish unkilled)."""
+    last, done = max(seen, default=0), EPOCHS * STEPS_PER_EPOCH
+    if last >= done:  # only the final evaluation and export are left
+        return ("export",)
+    if last >= done - STEPS_PER_EPOCH:  # no epoch-end evaluation before the last one
+        return tuple(p for p in PHASES if p != "evaluation")
+    return PHASES
+
+
 def kill_once(config: Path, run: Path, rng: random.Random) -> tuple[str, str, int | None]:
     """Start the run and kill it at a random moment; (phase, signal, exit status), or
     the phase 'finished' when the run ended before the moment came."""
-    phase, sig = rng.choice(PHASES), rng.choice(SIGNALS)
     seen, started, stale = checkpoints(run), time.time(), temporaries(run)
+    phase, sig = rng.choice(phases_ahead(seen)), rng.choice(SIGNALS)
     trained = EPOCHS * STEPS_PER_EPOCH in seen
-    if trained:  # only the final evaluation and export are left: kill during them
-        phase = "export"
     proc = start(config)
     if trained:
         time.sleep(rng.uniform(0.3, 5.0))  # past start-up (handlers in place after ~0.1 s)

@@ -92,9 +92,10 @@ def run_here(
 
 
 def wait_for(
-    what: str, ready: Callable[[], bool], procs: list[subprocess.Popen], timeout: float = 60
+    what: str, ready: Callable[[], bool], procs: list[subprocess.Popen], timeout: float = 180
 ) -> None:
-    """Poll ``ready`` every 10 ms; fail early (with the output) when a process ends."""
+    """Poll ``ready`` every 10 ms; fail early (with the output) when a process ends. The
+    timeout only bounds a hang: on a busy machine a start can take a minute."""
     end = time.monotonic() + timeout
     while not ready():
         for p in procs:

@@ -278,3 +278,28 @@ def test_yaml_on_and_off_switch_tensorboard() -> None:
     for value, expected in (("off", "off"), ("on", "on"), ("auto", "auto")):
         cfg = twinfold.load_config({"preset": "byol-small"}, [f"run.tensorboard={value}"])
         assert cfg.run.tensorboard == expected
+
+
+def test_trackers_take_a_list_or_a_comma_list_and_default_to_none() -> None:
+    assert twinfold.load_config({"preset": "byol-small"}).run.trackers == []
+    for value in ("mlflow,wandb", "[mlflow, wandb]", "' mlflow , wandb '"):
+        cfg = twinfold.load_config({"preset": "byol-small"}, [f"run.trackers={value}"])
+        assert cfg.run.trackers == ["mlflow", "wandb"]
+    cfg = twinfold.load_config({"preset": "byol-small"}, ["run.mlflow.experiment=ssl"])
+    assert (cfg.run.mlflow.experiment, cfg.run.wandb.mode) == ("ssl", "auto")
+
+
+@pytest.mark.parametrize(
+    ("override", "path", "words"),
+    [
+        ("run.trackers=[neptune]", "run.trackers[0]", "'mlflow' or 'wandb'"),
+        ("run.trackers=[tensorboard]", "run.trackers", "run.tensorboard (auto, on or off)"),
+        ("run.trackers=csv", "run.trackers", "metrics.csv is always written"),
+        ("run.trackers=[mlflow, mlflow]", "run.trackers", "names a tracker twice"),
+        ("run.mlflow.experimnt=x", "run.mlflow.experimnt", "experiment"),
+        ("run.wandb.mode=dryrun", "run.wandb.mode", "'auto', 'online' or 'offline'"),
+    ],
+)
+def test_tracker_settings_refuse_nonsense(override: str, path: str, words: str) -> None:
+    found = problems("byol-small", override)
+    assert path in found and words in found[path], found

@@ -121,8 +121,10 @@ def test_configuration_page_lists_every_key_and_component() -> None:
     for section in docgen.sections():
         assert f"\n## `{section}`\n" in page
         model = RunConfig.model_fields[section].annotation
-        for key in model.model_fields:
+        for key, field in model.model_fields.items():
             assert f"\n| `{section}.{key}` | " in page, f"{section}.{key} missing"
+            for sub in getattr(field.annotation, "model_fields", {}):  # run.mlflow.experiment
+                assert f"\n| `{section}.{key}.{sub}` | " in page, f"{section}.{key}.{sub} missing"
     assert "\n| `preset` | `str` \\| `None` | `null` | " in page
     registry = default_registry()
     for kind in ("encoder", "head", "target", "loss", "augmentation"):

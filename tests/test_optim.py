@@ -248,3 +248,57 @@ def test_lars_state_dict_round_trip_gives_identical_steps() -> None:
     _train(b, opt_b, 2, seed=2)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
+
+
+def test_vit_position_embeddings_and_class_tokens_get_no_weight_decay() -> None:
+    from torchvision.models import VisionTransformer
+
+    vit = VisionTransformer(16, 4, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32)
+    cfg = OptimizerConfig(name="adamw", weight_decay=0.05)
+    groups = {g["name"]: g for g in param_groups(vit, cfg, 1.0)}
+    names = {id(p): n for n, p in vit.named_parameters()}
+    no_decay = {names[id(p)] for p in groups["scheduled/bias_norm"]["params"]}
+    decay = {names[id(p)] for p in groups["scheduled/weights"]["params"]}
+    assert {"class_token", "encoder.pos_embedding", "encoder.ln.weight", "conv_proj.bias"} <= (
+        no_decay
+    )
+    assert "conv_proj.weight" in decay and "encoder.layers.encoder_layer_0.mlp.0.weight" in decay
+    assert all(p.ndim >= 2 for p in groups["scheduled/weights"]["params"])
+    assert (groups["scheduled/bias_norm"]["weight_decay"], groups["scheduled/weights"][
+        "weight_decay"]) == (0.0, 0.05)  # fmt: skip
+    # the patterns are a setting: without them the 3-D embedding and token take decay
+    plain = param_groups(vit, cfg.model_copy(update={"no_decay_names": []}), 1.0)
+    assert "class_token" in {names[id(p)] for p in plain[0]["params"]}
+
+
+def test_gradient_clipping_bounds_the_first_step(tmp_path) -> None:
+    """One SGD step (no momentum history, no weight decay, no warm-up) with the global
+    gradient norm clipped to 1e-4 moves the online weights by exactly lr x 1e-4."""
+    from lightning_fabric.utilities.seed import seed_everything
+
+    import twinfold
+    from twinfold.plan import build_parts
+
+    cfg = twinfold.load_config({
+        "preset": "vicreg-small",
+        "method": {"encoder": {"widths": [8, 16]},
+                   "projector": {"hidden_dims": [32], "out_dim": 16}},
+        "optimizer": {"name": "sgd", "lr": 0.5, "weight_decay": 0.0, "clip_grad_norm": 1e-4},
+        "schedule": {"warmup_epochs": 0, "lr_scaling": "none"},
+        "data": {"batch_size": 32},
+        "trainer": {"max_steps": 1, "progress_bar": False, "precision": "32-true",
+                    "log_every": 1},
+        "run": {"output_dir": str(tmp_path), "name": "clip", "plots": False},
+        "evaluation": {"at_end": False, "every_n_epochs": 0},
+    })  # fmt: skip
+    run_dir = twinfold.train(cfg).run_dir
+    seed_everything(cfg.run.seed, verbose=False)
+    online = build_parts(cfg, twinfold.default_registry()).method.online_raw
+    start, params = online.state_dict(), dict(online.named_parameters())
+    end = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["online"]
+    moved = torch.linalg.vector_norm(torch.stack(
+        [torch.linalg.vector_norm(end[k] - start[k]) for k in params]))  # fmt: skip
+    torch.testing.assert_close(moved.item(), 0.5 * 1e-4, rtol=1e-3, atol=0)
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    header, first = rows[0].split(","), rows[1].split(",")
+    assert float(first[header.index("grad_norm")]) > 1e-2  # the norm before clipping

@@ -148,12 +148,15 @@ def test_eval_rejects_nonsense_with_a_clear_message(run_dir: Path, tmp_path: Pat
     empty = tmp_path / "empty"
     empty.mkdir()
     res = _twinfold("eval", "knn", str(empty), cwd=tmp_path)
-    assert res.returncode == 1 and "holds no checkpoint" in res.stderr
+    assert res.returncode == 2 and "holds no checkpoint" in res.stderr  # the argument's fault
     assert "Traceback" not in res.stderr
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
     res = _twinfold("eval", "linear", str(junk), cwd=tmp_path)
-    assert res.returncode == 1 and "cannot read checkpoint" in res.stderr
+    assert res.returncode == 2 and "RUN_OR_CHECKPOINT" in res.stderr
+    assert "cannot read checkpoint" in res.stderr
+    res = _twinfold("export", str(tmp_path / "missing"), str(tmp_path / "out"), cwd=tmp_path)
+    assert res.returncode == 2 and "does not exist" in res.stderr
 
 
 def test_export_into_a_directory_and_never_over_an_export_without_force(
@@ -206,7 +209,8 @@ def test_report_prints_the_summary_and_lists_plots(run_dir: Path, tmp_path: Path
 
 def test_progress_bar_is_quiet_when_output_is_not_a_terminal(tmp_path: Path) -> None:
     sets = ["trainer.max_steps=2", "trainer.epochs=1", "evaluation.at_end=false"]
-    sets += ["method.encoder.widths=[8,16]", "run.name=quiet"]
+    sets += ["method.encoder.widths=[8,16]", "method.projector.hidden_dims=[32]",
+             "method.predictor.hidden_dims=[32]", "data.image_size=16", "run.name=quiet"]
     res = _cli("train", *[x for s in sets for x in ("--set", s)], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "it/s" not in res.stderr and "img_s" not in res.stderr and "\r" not in res.stderr

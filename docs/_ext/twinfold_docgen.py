@@ -221,8 +221,9 @@ runs; an invalid config exits with status 2 and lists every problem with its dot
 
 The `method` slots accept any *installed* component. The component sections below list
 the components of this repository's distributions (the core builtins, the four method
-plugins and the example plugin `twinfold-directpred`); `twinfold config schema` prints the
-same information for your environment as a JSON schema, and
+plugins, `twinfold-timm` and the example plugin `twinfold-directpred`);
+`twinfold config schema` prints the same information for your environment as a JSON
+schema, and
 `twinfold config show [--preset NAME]` prints a resolved config with every default.
 """
 
@@ -270,20 +271,36 @@ def default_text(field: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def field_table(model: type[BaseModel], prefix: str, skip: Iterable[str] = ()) -> list[str]:
+def field_rows(
+    model: type[BaseModel], prefix: str, skip: Iterable[str] = ()
+) -> list[tuple[str, str, str, str]]:
+    """One row per key; a key holding a settings model (``run.mlflow``) is followed by
+    the rows of its own keys (``run.mlflow.experiment``)."""
     rows = []
     for name, field in model.model_fields.items():
         if name in skip:
             continue
         key = f"{prefix}{name}"
+        nested = field.annotation
+        nested = nested if isinstance(nested, type) and issubclass(nested, BaseModel) else None
+        about = field.description or (
+            _first_paragraph(nested.__doc__) if nested else NO_DESCRIPTION.get(key, "")
+        )
         rows.append(
             (
                 code(key),
                 " | ".join(code(p) for p in type_parts(field.annotation)),
                 code(default_text(field)),
-                plain(field.description or NO_DESCRIPTION.get(key, "")),
+                plain(about),
             )
         )
+        if nested is not None:
+            rows += field_rows(nested, f"{key}.")
+    return rows
+
+
+def field_table(model: type[BaseModel], prefix: str, skip: Iterable[str] = ()) -> list[str]:
+    rows = field_rows(model, prefix, skip)
     if not rows:
         return ["No settings besides `name`.", ""]
     return table(("key", "type", "default", "meaning"), rows)

@@ -12,7 +12,7 @@ from torch import nn
 from twinfold.checkpoint_format import check_components, read_checkpoint
 from twinfold.checkpoints import LAST
 from twinfold.config import RunConfig, load_config
-from twinfold.errors import CheckpointError
+from twinfold.errors import CheckpointError, ConfigError
 from twinfold.export import exportable_backbone, load_backbone, read_sidecar
 from twinfold.method import build_method
 from twinfold.registry import Registry, default_registry
@@ -68,3 +68,34 @@ def open_trained(path: Path | str, registry: Registry | None = None) -> TrainedB
     if path.suffix == ".safetensors":
         return _from_export(path, registry)
     return _from_checkpoint(path, registry)
+def open_trained_argument(source: Path | str, registry: Registry) -> TrainedBackbone:
+    """:func:`open_trained` for a command's RUN_OR_CHECKPOINT argument (``eval``,
+    ``export``, ``embed``): every problem of the argument (missing, another kind of
+    file, damaged) is a :class:`ConfigError` on it, exit status 2."""
+    path = Path(source)
+    if not path.exists():
+        raise ConfigError(
+            [
+                (
+                    "RUN_OR_CHECKPOINT",
+                    f"'{path}' does not exist; pass a run directory, a .ckpt checkpoint "
+                    "or an exported .safetensors file",
+                )
+            ]
+        )
+    if path.is_file() and path.suffix not in (".ckpt", ".safetensors"):
+        raise ConfigError(
+            [
+                (
+                    "RUN_OR_CHECKPOINT",
+                    f"'{path}' is neither a checkpoint (.ckpt) nor an exported backbone "
+                    "(.safetensors); pass one of those or a run directory",
+                )
+            ]
+        )
+    try:
+        return open_trained(path, registry)
+    except CheckpointError as exc:
+        raise ConfigError([("RUN_OR_CHECKPOINT", str(exc))]) from None
+
+

@@ -230,7 +230,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from twinfold.artifacts import open_trained
+    from twinfold.artifacts import open_trained_argument
     from twinfold.config import load_config
     from twinfold.evaluation import knn_top1
     from twinfold.evaluation.linear import linear_probe
@@ -238,7 +238,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from twinfold.registry import default_registry
 
     registry = default_registry()
-    trained = open_trained(args.source, registry)
+    trained = open_trained_argument(args.source, registry)
     cfg = load_config(trained.config, args.overrides) if args.overrides else trained.config
     feats = labelled_features(cfg, trained.backbone, pipeline=eval_pipeline(cfg, registry))
     result: dict[str, object] = {
@@ -296,11 +296,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from twinfold.artifacts import open_trained
+    from twinfold.artifacts import open_trained_argument
     from twinfold.export import export_path, sidecar_path, write_backbone
+    from twinfold.registry import default_registry
 
     out = export_path(args.out, force=args.force)  # checked before the source is read
-    trained = open_trained(args.source)
+    trained = open_trained_argument(args.source, default_registry())
     write_backbone(
         trained.backbone,
         trained.config,

@@ -1,9 +1,11 @@
 """Backbone export and loading: a safetensors file plus a JSON sidecar that says what
 architecture the weights belong to, the run config, and the package versions.
 
-ResNet backbones keep torchvision's key names, so the file loads into
-``torchvision.models.<arch>()`` (with the small stem and ``fc = Identity()`` recorded in the
-sidecar) with strict key checking; :func:`torchvision_backbone` builds that model.
+ResNet and ``torchvision`` backbones keep torchvision's key names, so the file loads into
+``torchvision.models.<arch>()`` (with the small stem and the classifier layer replaced by
+``Identity()`` as recorded in the sidecar) with strict key checking;
+:func:`torchvision_backbone` builds that model. An encoder with an ``export_recipe()``
+method adds its own entries to the sidecar (the timm plugin's ``timm`` entry).
 """
 
 from __future__ import annotations
@@ -53,7 +55,17 @@ def _versions(cfg: RunConfig, registry: Registry) -> dict[str, str]:
     return out
 
 
-def _torchvision_recipe(encoder_cfg: dict[str, Any]) -> dict[str, Any] | None:
+def _recipes(encoder: nn.Module, encoder_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar's rebuild entries: ``torchvision`` (None for other libraries) and
+    whatever the encoder's own ``export_recipe()`` adds."""
+    recipes: dict[str, Any] = {"torchvision": _resnet_recipe(encoder_cfg)}
+    own = getattr(encoder, "export_recipe", None)
+    if callable(own):
+        recipes.update(own())
+    return recipes
+
+
+def _resnet_recipe(encoder_cfg: dict[str, Any]) -> dict[str, Any] | None:
     if encoder_cfg.get("name") != "resnet":
         return None
     replace = {"fc": "Identity"}
@@ -108,7 +120,7 @@ def write_backbone(
         "format": FORMAT,
         "encoder": encoder_cfg,
         "feature_dim": getattr(encoder, "out_dim", None),
-        "torchvision": _torchvision_recipe(encoder_cfg),
+        **_recipes(encoder, encoder_cfg),
         "image_size": cfg.data.image_size,
         "normalize": {
             "mean": getattr(cfg.method.views, "mean", None),
@@ -168,8 +180,11 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source:
 
 
 def torchvision_backbone(meta: dict[str, Any]) -> nn.Module:
-    """The plain torchvision model described by a sidecar (ResNet encoders only)."""
+    """The plain torchvision model described by a sidecar (``resnet`` and ``torchvision``
+    encoders), its classifier layer replaced by ``Identity``."""
     import torchvision
+
+    from twinfold.builtins.encoders import strip_classifier
 
     recipe = meta.get("torchvision")
     if not recipe:
@@ -177,7 +192,12 @@ def torchvision_backbone(meta: dict[str, Any]) -> nn.Module:
             f"encoder '{meta['encoder'].get('name')}' is not a torchvision model; "
             "use twinfold.export.load_backbone"
         )
-    net = getattr(torchvision.models, recipe["builder"].rsplit(".", 1)[1])(weights=None)
+    arch = recipe["builder"].rsplit(".", 1)[1]
+    if "kwargs" in recipe:  # the torchvision encoder
+        net = torchvision.models.get_model(arch, weights=None, **recipe["kwargs"])
+        strip_classifier(net)
+        return net
+    net = getattr(torchvision.models, arch)(weights=None)
     if "conv1" in recipe["replace"]:
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()

@@ -26,7 +26,7 @@ from twinfold.data.folder import count_skipped
 from twinfold.errors import NonFiniteLossError
 from twinfold.evaluation.in_training import held_out_knn
 from twinfold.evaluation.offline import LabelledFeatures
-from twinfold.export import write_backbone
+from twinfold.export import sidecar_path, write_backbone
 from twinfold.method import SetupOptions, StepOutput, TrainingMethod
 from twinfold.metric_sinks import rows_until
 from twinfold.monitoring import StepMonitor, group_lrs
@@ -243,12 +243,14 @@ class Training:
         )
         if verdict.non_finite:  # every rank raises at the same step
             self._fail(verdict, out)
+        clipped = self._clip_gradients()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         extra = self.method.after_optimizer_step(self.step, self.total)
         self.step += 1
         row = {
             **extra,
+            **clipped,
             "lr": self.optimizer.param_groups[0]["lr"],
             **group_lrs(self.optimizer),
             "lr_factor": factor,
@@ -257,6 +259,15 @@ class Training:
         samples = views[0].shape[0] * self.fabric.world_size
         self.monitor.after_step(self.step, self.total, row, out, samples)
         self.stopped_by = verdict.signal_name if verdict.stop else None
+
+    def _clip_gradients(self) -> dict[str, float]:
+        """Scale the gradients down to ``optimizer.clip_grad_norm`` (global L2 norm, after
+        the all-reduce, so every rank clips alike); the norm before clipping, to log."""
+        max_norm = self.cfg.optimizer.clip_grad_norm
+        if max_norm is None:
+            return {}
+        norm = self.fabric.clip_gradients(self.method.online, self.optimizer, max_norm=max_norm)
+        return {"grad_norm": float(norm)}
 
     def _save(self) -> None:
         try:
@@ -284,7 +295,8 @@ class Training:
 
     def _finish(self, started: float) -> TrainResult:
         """Final evaluation (with the random-init baseline), then rank 0 logs the final
-        numbers and writes the exported backbone, plots and ``summary.json``."""
+        numbers and writes the exported backbone, plots and ``summary.json``, then hands
+        those files to the trackers and closes the metric sinks."""
         final: dict[str, float] = {"loss": self.monitor.last.get("loss", math.nan)}
         held_out = None
         if self.cfg.evaluation.at_end and self.step >= self.total:
@@ -294,8 +306,12 @@ class Training:
         final["seconds"] = time.perf_counter() - started
         if self.fabric.is_global_zero:
             self.monitor.log({f"final/{k}": v for k, v in final.items()}, self.step)
-            self.monitor.finalize("success")
-            self._write_outputs(final, held_out)
+            try:
+                files = self._write_outputs(final, held_out)
+            except BaseException:
+                self.monitor.finalize("failed")
+                raise
+            self.monitor.finalize("success", files)
         self.fabric.barrier()
         return self._result(final, final["seconds"])
 
@@ -311,15 +327,21 @@ class Training:
             final["knn_top1_random_init"] = math.nan if random_acc is None else random_acc
         return held_out
 
-    def _write_outputs(self, final: dict[str, float], held_out: LabelledFeatures | None) -> None:
+    def _write_outputs(
+        self, final: dict[str, float], held_out: LabelledFeatures | None
+    ) -> list[Path]:
+        """The exported backbone, the plots and ``summary.json``; returns the run's
+        files for the trackers (``config.yaml`` first)."""
         run, step = self.run_dir, self.step
         write_backbone(
             self.method.backbone, self.cfg, run.backbone, {"step": step}, self.plan.components
         )
+        plots: list[Path] = []
         if self.cfg.run.plots:
             embedding = None if held_out is None else (held_out.test, held_out.test_labels)
-            write_plots(run.path, embedding)
+            plots = write_plots(run.path, embedding)
         run.summary.write_text(json.dumps({"steps": step, **final}, indent=2), encoding="utf-8")
+        return [run.config, run.backbone, sidecar_path(run.backbone), *plots, run.summary]
 
     def _result(self, metrics: dict[str, float], seconds: float) -> TrainResult:
         rank = self.fabric.global_rank

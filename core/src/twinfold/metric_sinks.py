@@ -1,6 +1,7 @@
 """Where logged metrics go (rank 0 only): ``metrics.csv`` always, TensorBoard through
-Fabric's logger when it is installed. A failing logger warns once and is dropped; it never
-stops training."""
+Fabric's logger when it is installed, and the experiment trackers of ``run.trackers``
+(:mod:`twinfold.trackers`). A failing logger warns once and is dropped; it never stops
+training."""
 
 from __future__ import annotations
 
@@ -11,13 +12,27 @@ from typing import Any, Literal
 
 from lightning_fabric.loggers import CSVLogger, Logger
 
+from twinfold.config import RunConfig
 from twinfold.errors import ConfigError
+from twinfold.trackers import missing_trackers, warn_failed
 
 
 def tensorboard_available() -> bool:
     from lightning_fabric.loggers import tensorboard
 
     return bool(tensorboard._TENSORBOARD_AVAILABLE or tensorboard._TENSORBOARDX_AVAILABLE)
+
+
+def check_installed(cfg: RunConfig) -> None:
+    """Refuse a run whose config asks for a sink that is not installed (``run.tensorboard:
+    on``, a tracker in ``run.trackers``): exit status 2 before anything is written."""
+    problems = missing_trackers(cfg)
+    if cfg.run.tensorboard == "on" and not tensorboard_available():
+        problems.insert(
+            0, ("run.tensorboard", "'on' needs tensorboard: pip install tensorboard, or use 'auto'")
+        )
+    if problems:
+        raise ConfigError(problems)
 
 
 METRICS_FILE = "metrics.csv"
@@ -57,11 +72,7 @@ def default_loggers(
             csv_logger.experiment.log_metrics(row, step=step)  # type: ignore[arg-type]
         csv_logger.experiment.save()
     loggers: list[Logger] = [csv_logger]
-    if tensorboard == "on" and not tensorboard_available():
-        raise ConfigError(
-            [("run.tensorboard", "'on' needs tensorboard: pip install tensorboard, or use 'auto'")]
-        )
-    if tensorboard != "off" and tensorboard_available():
+    if tensorboard != "off" and tensorboard_available():  # 'on' was checked before launch
         from lightning_fabric.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(str(run_dir), name="tensorboard", version=""))
@@ -69,7 +80,8 @@ def default_loggers(
 
 
 class MetricSinks:
-    """Fans metrics out to loggers; a logger that raises is reported once and dropped."""
+    """Fans metrics (and, at the end, the run's files) out to loggers; a logger that
+    raises is reported once and dropped."""
 
     def __init__(self, loggers: list[Logger]) -> None:
         self.loggers = list(loggers)
@@ -77,20 +89,35 @@ class MetricSinks:
 
     def _call(self, what: str, *args: Any, **kwargs: Any) -> None:
         for logger in list(self.loggers):
+            method = getattr(logger, what, None)
+            if method is None:  # only trackers take files
+                continue
             try:
-                getattr(logger, what)(*args, **kwargs)
+                method(*args, **kwargs)
             except Exception as exc:  # a logger must never stop training
-                name = type(logger).__name__
-                self.loggers.remove(logger)
-                self.failed.append(name)
-                warnings.warn(
-                    f"{name} failed ({type(exc).__name__}: {exc}); training goes on without it",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                self._drop(logger, exc)
+
+    def _drop(self, logger: Logger, exc: Exception) -> None:
+        self.loggers.remove(logger)
+        fix = getattr(logger, "fix", None)
+        if fix is not None:  # a tracker: named, with its fix
+            self.failed.append(str(logger.name))
+            warn_failed(str(logger.name), exc, fix, stacklevel=5)
+            return
+        name = type(logger).__name__
+        self.failed.append(name)
+        warnings.warn(
+            f"{name} failed ({type(exc).__name__}: {exc}); training goes on without it",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self._call("log_metrics", metrics, step=step)
+
+    def log_artifacts(self, files: list[Path]) -> None:
+        """Hand the run's output files to the loggers that keep files (the trackers)."""
+        self._call("log_artifacts", files)
 
     def finalize(self, status: str = "success") -> None:
         self._call("finalize", status)

@@ -1,12 +1,14 @@
 """What a run reports while it trains (rank 0 writes): one metrics row every
 ``trainer.log_every`` steps (loss terms, target-rule values, learning rates, speed, and
-the embedding health metrics, which every rank computes together), the collapse warning
-and the progress bar."""
+the embedding health metrics, which every rank computes together) to metrics.csv,
+TensorBoard and the trackers of ``run.trackers``, the collapse warning and the progress
+bar."""
 
 from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -16,6 +18,7 @@ from twinfold.evaluation.health import CollapseWatch, health_metrics
 from twinfold.method import StepOutput
 from twinfold.metric_sinks import MetricSinks, default_loggers, rows_until
 from twinfold.rundir import RunDir
+from twinfold.trackers import open_trackers
 
 
 def group_lrs(optimizer: Any) -> dict[str, float]:
@@ -38,7 +41,12 @@ class StepMonitor:
     ) -> None:
         self.cfg = cfg
         self.logger = (
-            MetricSinks(default_loggers(run.path, cfg.run.tensorboard, resumed_from=step))
+            MetricSinks(
+                [
+                    *default_loggers(run.path, cfg.run.tensorboard, resumed_from=step),
+                    *open_trackers(cfg, run.path, resumed_from=step),
+                ]
+            )
             if rank_zero
             else None
         )
@@ -97,9 +105,12 @@ class StepMonitor:
     def close_bar(self) -> None:
         self.bar.close()
 
-    def finalize(self, status: str) -> None:
-        """Close the metric sinks (``success``, ``failed``, ``preempted``)."""
+    def finalize(self, status: str, files: list[Path] | None = None) -> None:
+        """Close the metric sinks (``success``, ``failed``, ``preempted``), first handing
+        ``files`` (the run's outputs) to the trackers."""
         if self.logger is not None:
+            if files:
+                self.logger.log_artifacts(files)
             self.logger.finalize(status)
 
 

@@ -2,12 +2,14 @@
 
 Biases and normalisation parameters can be excluded from weight decay and from the LARS
 trust ratio and given their own learning rate (Barlow Twins: 0.2 for weights, 0.0048 for
-biases and norms); sub-modules named in ``fixed_lr`` keep their peak learning rate through
+biases and norms); position embeddings and class tokens of ViTs join the biases and norms
+(``no_decay_names``); sub-modules named in ``fixed_lr`` keep their peak learning rate through
 the schedule (SimSiam's predictor, Chen & He 2021, Sec. 4.4).
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,15 +31,18 @@ def lr_scale(cfg: ScheduleConfig, global_batch_size: int) -> float:
     return 1.0
 
 
-def _is_bias_or_norm(p: Tensor) -> bool:
+def _is_bias_or_norm(name: str, p: Tensor, no_decay_names: Iterable[str]) -> bool:
     """Biases and BatchNorm/LayerNorm/GroupNorm affine parameters are the 1-D tensors (a
-    learnable scalar, 0-D, counts too)."""
-    return p.ndim <= 1
+    learnable scalar, 0-D, counts too); names matching a ``no_decay_names`` pattern
+    (position embeddings, class tokens) join them."""
+    return p.ndim <= 1 or any(fnmatch.fnmatchcase(name, pattern) for pattern in no_decay_names)
 
 
 def param_groups(module: nn.Module, cfg: OptimizerConfig, scale: float) -> list[dict[str, Any]]:
     """Split the trainable parameters of ``module`` by (in a ``fixed_lr`` sub-module or not)
-    x (bias/norm or not); empty groups are dropped.
+    x (bias/norm or not); empty groups are dropped. "bias/norm" are the tensors with at
+    most one dimension and those whose full name (``encoder.backbone.pos_embed``) matches a
+    ``cfg.no_decay_names`` pattern.
 
     Each group holds ``params``, ``lr`` and ``base_lr`` (both the peak rate: ``cfg.lr x
     scale``, or ``cfg.bias_and_norm_lr x scale`` for biases and norms when set),
@@ -59,11 +64,12 @@ def param_groups(module: nn.Module, cfg: OptimizerConfig, scale: float) -> list[
             f"module; its top-level sub-modules with parameters are: {', '.join(tops)}"
         )
     fixed_names = set(cfg.fixed_lr)
+    no_decay = tuple(cfg.no_decay_names)
     buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in named:
         if not p.requires_grad:
             continue
-        key = (name.split(".", 1)[0] in fixed_names, _is_bias_or_norm(p))
+        key = (name.split(".", 1)[0] in fixed_names, _is_bias_or_norm(name, p, no_decay))
         buckets.setdefault(key, []).append(p)
 
     fixed_label = "+".join(dict.fromkeys(cfg.fixed_lr))  # config order, no duplicates

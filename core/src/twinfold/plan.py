@@ -2,8 +2,8 @@
 once (:func:`prepare_run`). The config is validated and its ``auto`` step settings and
 ``run.resume`` resolved; the world size, per-process batch and view engine fixed; the
 checkpoint to continue chosen and checked; the data sources and every component built
-once, so that a bad config, a missing dataset or a component that cannot be built fails
-with exit status 2 before a file is written."""
+once, so that a bad config, a missing dataset, a component that cannot be built or a
+metric sink that is not installed fails with exit status 2 before a file is written."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from lightning_fabric import Fabric
 from lightning_fabric.strategies import DDPStrategy
+from torch import nn
 
 from twinfold.components import ViewPipeline
 from twinfold.config import RunConfig
@@ -21,6 +22,7 @@ from twinfold.data import DataSources, build_sources
 from twinfold.errors import ConfigError
 from twinfold.fast_path import FastSettings, with_fast_settings
 from twinfold.method import SiameseMethod, build_method
+from twinfold.metric_sinks import check_installed
 from twinfold.registry import Registry, default_registry
 from twinfold.resume import ResumeDecision, decide_resume
 
@@ -144,15 +146,46 @@ def _check_one_batch(train_images: int, world: int, batch: int) -> None:
         )
 
 
+def check_encoder_input(cfg: RunConfig, encoder: nn.Module) -> None:
+    """A dry forward of two blank views at the size the views component makes: an encoder
+    that cannot take them (a ViT built for another size, a ConvNeXt on too small images)
+    or whose output is not ``[2, out_dim]`` is a :class:`ConfigError` before the run
+    starts. The trial-built encoder runs in eval mode and is thrown away afterwards."""
+    side = getattr(cfg.views_config(), "image_size", None) or cfg.data.image_size
+    name = cfg.method.encoder.name
+    try:
+        with torch.no_grad():
+            shape = tuple(encoder.eval()(torch.zeros(2, 3, side, side)).shape)
+    except (RuntimeError, ValueError, TypeError, AssertionError, IndexError) as exc:
+        raise ConfigError(
+            [
+                (
+                    "data.image_size",
+                    f"encoder '{name}' does not take {side}x{side} views "
+                    f"({type(exc).__name__}: {str(exc).strip().splitlines()[0]}); change "
+                    "data.image_size or the encoder's input size (image_size / img_size)",
+                )
+            ]
+        ) from exc
+    out_dim = getattr(encoder, "out_dim", None)
+    if shape != (2, out_dim):
+        raise ConfigError(
+            [("method.encoder", f"encoder '{name}' returned {shape} for 2 views, not (2, "
+              f"{out_dim}) (its out_dim)")]
+        )  # fmt: skip
+
+
 def prepare_run(cfg: RunConfig, registry: Registry | None = None) -> tuple[RunPlan, Fabric]:
     """Decide and check everything before launch; the plan and the Fabric to launch."""
     components = registry or default_registry()
     cfg, settings = with_fast_settings(cfg)
+    check_installed(cfg)
     cfg, resume = decide_resume(cfg, components)
     fabric = make_fabric(cfg)
     batch = per_process_batch(cfg, fabric.world_size)
     with torch.random.fork_rng(devices=[]):  # a trial build: the run's seed is set later
         parts = build_parts(cfg, components)
+        check_encoder_input(cfg, parts.method.backbone)
     engine = choose_view_engine(cfg, parts.pipeline, components)
     _check_one_batch(len(parts.sources.train), fabric.world_size, batch)
     plan = RunPlan(cfg, settings, fabric.world_size, batch, engine, resume, registry)
@@ -163,6 +196,7 @@ __all__ = [
     "RunParts",
     "RunPlan",
     "build_parts",
+    "check_encoder_input",
     "choose_view_engine",
     "make_fabric",
     "per_process_batch",

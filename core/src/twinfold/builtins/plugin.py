@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from twinfold.builtins.encoders import ResNetConfig, ResNetEncoder, SmallCNN, SmallCNNConfig
+from twinfold.builtins.encoders import (
+    ResNetConfig,
+    ResNetEncoder,
+    SmallCNN,
+    SmallCNNConfig,
+    TorchvisionConfig,
+    TorchvisionEncoder,
+)
 from twinfold.builtins.heads import MLPHeadConfig, build_mlp_head
 from twinfold.builtins.targets import NoTarget, NoTargetConfig
 from twinfold.builtins.views import SimCLRViewsConfig, build_simclr_views
@@ -15,6 +22,9 @@ from twinfold.records import Component
 @hookimpl
 def twinfold_encoders() -> Iterator[Component]:
     yield Component(ResNetConfig, ResNetEncoder, "torchvision ResNet trunk, optional small stem")
+    yield Component(
+        TorchvisionConfig, TorchvisionEncoder, "any torchvision classification model, no classifier"
+    )
     yield Component(SmallCNNConfig, SmallCNN, "small residual CNN for CPU-sized runs")
 
 

@@ -172,6 +172,21 @@ class MethodConfig(StrictModel):
 
 
 
+NO_DECAY_NAMES = (
+    "*pos_embed*",
+    "*cls_token",
+    "*class_token",
+    "*reg_token",
+    "*dist_token",
+    "*relative_position_bias_table",
+)
+"""Parameter names (fnmatch patterns) treated like biases and norms by default: position
+embeddings (timm ``pos_embed``, torchvision ``pos_embedding``, Swin
+``absolute_pos_embed``), class/register/distillation tokens (timm ``cls_token``,
+``reg_token``, ``dist_token``; torchvision ``class_token``) and Swin's relative position
+bias tables; what timm's ``no_weight_decay()`` lists for its ViTs and Swins."""
+
+
 class OptimizerConfig(StrictModel):
     """Optimizer and parameter groups. ``lr`` is the base rate before batch scaling."""
 
@@ -186,6 +201,14 @@ class OptimizerConfig(StrictModel):
     )
     bias_and_norm_lr: float | None = Field(
         None, gt=0, description="separate base lr for biases and norm parameters"
+    )
+    no_decay_names: list[str] = Field(
+        default_factory=lambda: list(NO_DECAY_NAMES),
+        description="fnmatch patterns of parameter names grouped with the biases and norms "
+        "(position embeddings, class and register tokens of ViTs)",
+    )
+    clip_grad_norm: float | None = Field(
+        None, gt=0, description="clip the global L2 norm of the gradients to this (None: off)"
     )
     fixed_lr: list[str] = Field(
         default_factory=list,
@@ -291,8 +314,54 @@ class TrainerConfig(StrictModel):
         return PRECISION_ALIASES.get(str(value), value) if isinstance(value, int | str) else value
 
 
+TrackerName = Literal["mlflow", "wandb"]
+"""The experiment trackers ``run.trackers`` may list (:data:`twinfold.trackers.TRACKERS`)."""
+
+
+class MlflowSettings(StrictModel):
+    """MLflow, used when run.trackers lists mlflow (pip install 'twinfold[mlflow]')."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (an http(s) server, sqlite:///path.db, any URI "
+        "MLflow accepts); default: MLFLOW_TRACKING_URI when set, else the SQLite store "
+        "sqlite:///<run.output_dir>/mlflow.db beside the run directories, artifacts in "
+        "<run.output_dir>/mlartifacts (works offline)",
+    )
+    artifact_location: str | None = Field(
+        None,
+        description="where a new experiment keeps its artifacts (default: "
+        "<run.output_dir>/mlartifacts for the default store, else the server's choice)",
+    )
+    experiment: str | None = Field(
+        None, min_length=1, description="default: MLFLOW_EXPERIMENT_NAME, else 'twinfold'"
+    )
+    run_name: str | None = Field(None, description="default: the run directory's name")
+    tags: dict[str, str] = Field(default_factory=dict, description="extra run tags")
+
+
+class WandbSettings(StrictModel):
+    """Weights & Biases, used when run.trackers lists wandb (pip install
+    'twinfold[wandb]')."""
+
+    project: str | None = Field(
+        None, min_length=1, description="default: WANDB_PROJECT, else 'twinfold'"
+    )
+    entity: str | None = Field(
+        None, description="team or user; default: WANDB_ENTITY, else your default"
+    )
+    run_name: str | None = Field(None, description="default: the run directory's name")
+    mode: Literal["auto", "online", "offline"] = Field(
+        "auto",
+        description="'auto': the WANDB_MODE environment variable if set, else 'online' "
+        "when an API key is configured (WANDB_API_KEY or wandb login), else 'offline' "
+        "(files in <run>/wandb; upload later with wandb sync)",
+    )
+    tags: list[str] = Field(default_factory=list, description="extra run tags")
+
+
 class RunSettings(StrictModel):
-    """Output directory, seeding, checkpoints and resuming."""
+    """Output directory, seeding, checkpoints, resuming and where metrics go."""
 
     output_dir: Path = Path("runs")
     name: str | None = Field(None, description="run directory name (default: preset-time)")
@@ -322,7 +391,33 @@ class RunSettings(StrictModel):
         description="TensorBoard logs in <run>/tensorboard: 'auto' when tensorboard is "
         "installed, 'on' requires it (metrics.csv is always written)",
     )
+    trackers: list[TrackerName] = Field(
+        default_factory=list,
+        description="experiment trackers that also get the params, metrics and files "
+        "(besides metrics.csv and TensorBoard); each needs its extra, e.g. "
+        "pip install 'twinfold[mlflow]'",
+    )
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
     plots: bool = Field(True, description="PNG plots in the run directory at the end")
+
+    @field_validator("trackers", mode="before")
+    @classmethod
+    def _tracker_names(cls, value: Any) -> Any:
+        """One name or a comma list (``--set run.trackers=mlflow,wandb``) as a list; the
+        sinks that have their own keys named."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            return value
+        for name in value:
+            if name == "tensorboard":
+                raise ValueError("TensorBoard is set by run.tensorboard (auto, on or off)")
+            if name == "csv":
+                raise ValueError("metrics.csv is always written; list only mlflow or wandb")
+        if len(set(map(str, value))) < len(value):
+            raise ValueError(f"{value} names a tracker twice")
+        return value
 
     @field_validator("tensorboard", mode="before")
     @classmethod

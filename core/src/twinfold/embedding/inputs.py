@@ -7,13 +7,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from twinfold.artifacts import TrainedBackbone, open_trained
 from twinfold.config import RunConfig
 from twinfold.data import DigitsSource, FolderSource, ImageSource, TorchvisionSource
 from twinfold.data.base import split_source
 from twinfold.data.torchvision_sets import SPLITS
-from twinfold.errors import CheckpointError, ConfigError
-from twinfold.registry import Registry
+from twinfold.errors import ConfigError
 
 DATASET_SPLITS: dict[str, tuple[str, ...]] = {
     "digits": ("train", "test", "all"),
@@ -26,36 +24,6 @@ split the run's kNN uses (``data.holdout_fraction``), ``all`` the 1,797 images."
 def _usage() -> str:
     names = ", ".join(f"{d}:{'|'.join(s)}" for d, s in DATASET_SPLITS.items())
     return f"an image folder, or one of {names}"
-
-
-def open_backbone(source: Path | str, registry: Registry) -> TrainedBackbone:
-    """:func:`twinfold.artifacts.open_trained`, with every problem of the argument a
-    :class:`ConfigError` on RUN_OR_CHECKPOINT (exit status 2)."""
-    path = Path(source)
-    if not path.exists():
-        raise ConfigError(
-            [
-                (
-                    "RUN_OR_CHECKPOINT",
-                    f"'{path}' does not exist; pass a run directory, a .ckpt checkpoint "
-                    "or an exported .safetensors file",
-                )
-            ]
-        )
-    if path.is_file() and path.suffix not in (".ckpt", ".safetensors"):
-        raise ConfigError(
-            [
-                (
-                    "RUN_OR_CHECKPOINT",
-                    f"'{path}' is neither a checkpoint (.ckpt) nor an exported backbone "
-                    "(.safetensors); pass one of those or a run directory",
-                )
-            ]
-        )
-    try:
-        return open_trained(path, registry)
-    except CheckpointError as exc:
-        raise ConfigError([("RUN_OR_CHECKPOINT", str(exc))]) from None
 
 
 @dataclass

@@ -17,10 +17,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from twinfold.artifacts import open_trained_argument
 from twinfold.components import ViewPipeline
 from twinfold.config import RunConfig, load_config
 from twinfold.data import ImageDecodeError, ImageSource
-from twinfold.embedding.inputs import EmbedData, open_backbone, open_data
+from twinfold.embedding.inputs import EmbedData, open_data
 from twinfold.embedding.outputs import EmbedPaths, embed_paths, write_outputs
 from twinfold.embedding.partial import Chunk, PartialEmbedding
 from twinfold.errors import ConfigError
@@ -219,7 +220,7 @@ def embed(
     paths = embed_paths(out, force=force)  # checked before anything is read
     target = _device(device)
     registry = registry or default_registry()
-    trained = open_backbone(source, registry)
+    trained = open_trained_argument(source, registry)
     cfg = load_config(trained.config, list(overrides), registry=registry)
     images = open_data(str(data), cfg)
     partial, start = _open_partial(paths, _manifest(cfg, trained.backbone, images, precision))
