@@ -319,14 +319,19 @@ class _BrokenEncoderPlugin:
         {"data": {"dataset": "cifar10", "root": "/nonexistent"}},
         {"method": {"encoder": {"name": "broken"}}},
         {"data": {"batch_size": 4096}},
+        {"evaluation": {"knn_k": 5000, "at_end": True}},
     ],
-    ids=["missing-dataset", "factory-fails", "batch-too-large"],
+    ids=["missing-dataset", "factory-fails", "batch-too-large", "knn-k-over-the-bank"],
 )
 def test_nothing_is_written_when_the_data_or_a_component_cannot_be_built(
     tmp_path: Path, changes: dict
 ) -> None:
     registry = Registry(plugins={"broken": _BrokenEncoderPlugin()})
     cfg = twinfold.load_config(_tiny(tmp_path, "never", **changes), registry=registry)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as info:
         twinfold.train(cfg, registry=registry)
+    if "evaluation" in changes:  # found before training, not after it
+        assert "evaluation.knn_k: 5000 neighbours, but the kNN memory bank holds 1437" in str(
+            info.value
+        )
     assert not (tmp_path / "runs").exists()

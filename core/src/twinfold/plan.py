@@ -146,6 +146,24 @@ def _check_one_batch(train_images: int, world: int, batch: int) -> None:
         )
 
 
+def _check_knn_bank(cfg: RunConfig, sources: DataSources) -> None:
+    """kNN needs at least ``evaluation.knn_k`` labelled images in its memory bank; found
+    here, not at the end of training."""
+    evaluates = cfg.evaluation.at_end or cfg.evaluation.every_n_epochs > 0
+    bank = sources.eval_train
+    if evaluates and bank is not None and len(bank) < cfg.evaluation.knn_k:
+        raise ConfigError(
+            [
+                (
+                    "evaluation.knn_k",
+                    f"{cfg.evaluation.knn_k} neighbours, but the kNN memory bank holds "
+                    f"{len(bank)} labelled images; lower it, or turn evaluation off "
+                    "(evaluation.at_end=false, evaluation.every_n_epochs=0)",
+                )
+            ]
+        )
+
+
 def check_encoder_input(cfg: RunConfig, encoder: nn.Module) -> None:
     """A dry forward of two blank views at the size the views component makes: an encoder
     that cannot take them (a ViT built for another size, a ConvNeXt on too small images)
@@ -188,6 +206,7 @@ def prepare_run(cfg: RunConfig, registry: Registry | None = None) -> tuple[RunPl
         check_encoder_input(cfg, parts.method.backbone)
     engine = choose_view_engine(cfg, parts.pipeline, components)
     _check_one_batch(len(parts.sources.train), fabric.world_size, batch)
+    _check_knn_bank(cfg, parts.sources)
     plan = RunPlan(cfg, settings, fabric.world_size, batch, engine, resume, registry)
     return plan, fabric
 
