@@ -221,7 +221,8 @@ def check_images(images: Tensor) -> Tensor:
 
 class BatchedViews:
     """All views of a recipe: ``views(images, generator)`` returns one normalised float32
-    ``[B, 3, size, size]`` tensor per configured view, drawn in view order from
+    ``[B, 3, s, s]`` tensor per configured view (``s`` the view's own ``size`` when set,
+    else ``size``: multi-crop views of two sizes are one batch per view), drawn in view order from
     ``generator`` (give each rank or worker its own generator for its own stream).
 
     Build it from the per-sample pipeline's config with :meth:`from_config`.
@@ -239,7 +240,9 @@ class BatchedViews:
         if not views:
             raise ValueError("views must list at least one view")
         self.size = size
-        self.views = [BatchedView(v, size, mean, std, antialias=antialias) for v in views]
+        self.views = [
+            BatchedView(v, v.output_size(size), mean, std, antialias=antialias) for v in views
+        ]
         self.num_views = len(self.views)
 
     @classmethod
@@ -317,22 +320,22 @@ class BatchedViews:
         view and the parameters with full-image boxes, for :meth:`apply_views` on the
         device (the flip and every later op run there)."""
         crops, full = [], []
-        for p in params:
-            boxes = p.boxes.tolist()
+        for view, p in zip(self.views, params, strict=True):
+            boxes, size = p.boxes.tolist(), view.size
             crops.append(
                 torch.stack(
                     [
                         TF.resized_crop(
                             check_images(image[None])[0],
                             *box,
-                            [self.size, self.size],
-                            antialias=self.views[0].antialias,
+                            [size, size],
+                            antialias=view.antialias,
                         )
                         for image, box in zip(images, boxes, strict=True)
                     ]
                 )
             )
-            full.append(p.with_full_boxes(self.size))
+            full.append(p.with_full_boxes(size))
         return crops, full
 
     def apply_views(self, images: Sequence[Tensor], params: Sequence[ViewParams]) -> list[Tensor]:
