@@ -118,7 +118,8 @@ class ViewPipeline(ABC):
 @dataclass(frozen=True)
 class StepProgress:
     """Where training stands when an optimizer step begins: handed to every component
-    that defines ``before_step(progress)`` (see :meth:`twinfold.method.SiameseMethod.before_step`)."""
+    that defines ``before_step(progress)``
+    (:meth:`twinfold.method.SiameseMethod.before_step`)."""
 
     step: int
     """0-based index of the optimizer step about to run."""

@@ -20,8 +20,8 @@ import torch
 from lightning_fabric import Fabric
 
 from twinfold.checkpoints import Checkpointer
-from twinfold.config import RunConfig
 from twinfold.components import StepProgress
+from twinfold.config import RunConfig
 from twinfold.data.build import log_skipped_files
 from twinfold.data.folder import count_skipped
 from twinfold.errors import NonFiniteLossError

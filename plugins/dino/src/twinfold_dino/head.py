@@ -5,6 +5,7 @@ zeroed during the first ``freeze_last_layer`` epochs."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal
 
 import torch
@@ -46,7 +47,7 @@ def _mlp(cfg: DINOHeadConfig, in_dim: int) -> nn.Sequential:
         return nn.Sequential(nn.Linear(in_dim, cfg.bottleneck_dim))
     layers: list[nn.Module] = []
     dims = [in_dim] + [cfg.hidden_dim] * (cfg.layers - 1)
-    for a, b in zip(dims[:-1], dims[1:], strict=True):
+    for a, b in itertools.pairwise(dims):
         layers.append(nn.Linear(a, b))
         if cfg.batch_norm:
             layers.append(nn.BatchNorm1d(b))

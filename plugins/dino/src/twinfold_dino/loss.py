@@ -64,7 +64,9 @@ class DINOLoss(Loss):
     def before_step(self, progress: StepProgress) -> None:
         cfg = self.cfg
         temp = teacher_temperature(
-            progress.epoch, cfg.warmup_teacher_temp, cfg.teacher_temp,
+            progress.epoch,
+            cfg.warmup_teacher_temp,
+            cfg.teacher_temp,
             cfg.warmup_teacher_temp_epochs,
         )
         self.teacher_temp.fill_(temp)

@@ -9,7 +9,10 @@ from twinfold.builtins.recipes import DIGITS_VIEW_CHANGES
 from twinfold.builtins.views import ViewConfig
 from twinfold_dino.views import multi_crop
 
-PAPER = "Caron et al. 2021, Emerging properties in self-supervised vision transformers (arXiv:2104.14294)"
+PAPER = (
+    "Caron et al. 2021, Emerging properties in self-supervised vision transformers "
+    "(arXiv:2104.14294)"
+)
 
 
 def _paper_views() -> list[dict[str, object]]:
@@ -74,18 +77,18 @@ DINO_SMALL = Preset(
     config={
         "data": {"dataset": "digits", "image_size": 16, "batch_size": 256},
         "method": {
-            "encoder": {"name": "small-cnn", "widths": [32, 64, 128], "blocks_per_stage": 1},
+            "encoder": {"name": "small-cnn", "widths": [16, 32, 64], "blocks_per_stage": 1},
             "projector": {
                 "name": "dino-head",
-                "hidden_dim": 512,
+                "hidden_dim": 256,
                 "bottleneck_dim": 64,
-                "out_dim": 1024,
+                "out_dim": 512,
                 "freeze_last_layer": 1,
             },
-            "target": {"name": "ema", "tau_base": 0.99},
+            "target": {"name": "ema", "tau_base": 0.96},
             "loss": {
                 "name": "dino",
-                "out_dim": 1024,
+                "out_dim": 512,
                 "warmup_teacher_temp_epochs": 3,
             },
             "views": {
@@ -106,8 +109,9 @@ DINO_SMALL = Preset(
     },
     deviations=(
         "Not the paper's recipe: embedded 8x8 digits upscaled to 16 px, a small residual "
-        "CNN, head 512-64-1024, batch 256, 10 epochs, AdamW lr 1e-3, tau_base 0.99, "
-        "teacher temperature 0.04 -> 0.07 over 3 epochs.",
+        "CNN (widths 16-32-64), head 256-64-512, batch 256, 10 epochs, AdamW lr 1e-3 with weight decay "
+        "0.04, tau_base 0.96 (a faster teacher for 50 steps), teacher temperature "
+        "0.04 -> 0.07 over 3 epochs.",
         "Crops: 2 global 16 px (0.4, 1) + 4 local 8 px (0.15, 0.4); no flip, no "
         "hue/saturation jitter and no grayscale (digits are grey and not mirror-symmetric).",
     ),
