@@ -26,7 +26,7 @@ def config(tmp: Path, name: str, steps: int, stop_after: int | None = None, **ru
             "method": {
                 "encoder": {"widths": [8, 16]},
                 "projector": {"hidden_dim": 32, "bottleneck_dim": 8, "out_dim": K},
-                "loss": {"out_dim": K, "warmup_teacher_temp_epochs": 2},
+                "loss": {"out_dim": K, "teacher_temp": 0.07, "warmup_teacher_temp_epochs": 2},
                 "views": {"views": [GLOBAL, GLOBAL, LOCAL, LOCAL]},
             },
             "trainer": {
