@@ -425,3 +425,24 @@ def test_the_augmentation_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> 
     assert len(rates) >= 4 and all(r > 0 for r in rates.values())
     out = capsys.readouterr().out
     assert "vs per-sample" in out and "lightly BYOLTransform" in out
+
+
+def test_views_of_two_sizes_in_both_engines() -> None:
+    """Multi-crop: a view with its own ``size`` comes out at that side from the
+    per-sample pipeline and from the batched engine, for images of one size and of
+    differing sizes (crops made in the workers), with the same deterministic content."""
+    view = ViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0,
+                      grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+    cfg = SimCLRViewsConfig(image_size=20, views=[view, view.model_copy(update={"size": 8})],
+                            mean=MEAN, std=STD)
+    per_sample, engine = build_simclr_views(cfg), BatchedViews.from_config(cfg)
+    img = images(4, 36, 36, seed=7)
+    items = [(img[i], i, 100 + i) for i in range(4)]
+    theirs = [torch.stack(vs) for vs in zip(*(per_sample(im) for im in img), strict=True)]
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    for fixed_size in (True, False):
+        ours = engine.make_views(engine.collate_fn(fixed_size=fixed_size)(items), "cpu")
+        assert [tuple(v.shape) for v in ours] == [(4, 3, 20, 20), (4, 3, 8, 8)]
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.shape == b.shape
+            assert ((a - b) * std).abs().max().item() <= 2 / 255

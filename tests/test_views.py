@@ -256,3 +256,15 @@ def test_blur_frequency_and_sigma_range() -> None:
     assert abs(len(sigmas) / n - 0.5) < 0.08
     assert 0.45 <= min(sigmas) < 0.6 and 1.9 < max(sigmas) <= 2.05
     assert abs(sum(sigmas) / len(sigmas) - 1.25) < 0.1
+
+
+def test_a_view_with_its_own_size() -> None:
+    """Multi-crop views: ``size`` overrides the pipeline's ``image_size`` for one view
+    (its blur kernel follows its own side); ``plain`` keeps ``image_size``."""
+    cfg = SimCLRViewsConfig(image_size=16, views=[ViewConfig(), ViewConfig(size=6)])
+    views = build_simclr_views(cfg)
+    out = views(image(24))
+    assert [tuple(v.shape) for v in out] == [(3, 16, 16), (3, 6, 6)]
+    assert tuple(views.plain(image(24)).shape) == (3, 16, 16)
+    with pytest.raises(ValueError, match="size"):
+        ViewConfig(size=0)

@@ -121,6 +121,25 @@ class ViewPipeline(ABC):
         return None
 
 
+@dataclass(frozen=True)
+class StepProgress:
+    """Where training stands when an optimizer step begins: handed to every component
+    that defines ``before_step(progress)``
+    (:meth:`twinfold.method.SiameseMethod.before_step`)."""
+
+    step: int
+    """0-based index of the optimizer step about to run."""
+    epoch: int
+    """0-based epoch of that step."""
+    steps_per_epoch: int
+    total_steps: int
+
+    @property
+    def epoch_fraction(self) -> float:
+        """Fractional epochs done before this step (``step / steps_per_epoch``)."""
+        return self.step / max(self.steps_per_epoch, 1)
+
+
 @dataclass
 class BranchOutput:
     """Per-view outputs of a branch: backbone features, projections, predictions."""
@@ -147,6 +166,13 @@ class Loss(nn.Module, ABC):
     @abstractmethod
     def terms(self, online: Sequence[Tensor], target: Sequence[Tensor]) -> dict[str, Tensor]:
         """Return ``{"loss": scalar, **named_terms}``."""
+
+    def target_views(self, num_views: int) -> int:
+        """How many LEADING views the target side gets (the others are online only);
+        every view by default. A loss returning ``k < num_views`` (DINO: the teacher sees
+        the 2 global crops) receives ``num_views`` online and ``k`` target tensors, and
+        the target rule runs on ``views[:k]`` only."""
+        return num_views
 
     def forward(self, online: Sequence[Tensor], target: Sequence[Tensor]) -> Tensor:
         return self.terms(online, target)["loss"]

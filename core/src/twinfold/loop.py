@@ -20,6 +20,7 @@ import torch
 from lightning_fabric import Fabric
 
 from twinfold.checkpoints import Checkpointer
+from twinfold.components import StepProgress
 from twinfold.config import RunConfig
 from twinfold.data.build import log_skipped_files
 from twinfold.data.folder import count_skipped
@@ -235,6 +236,8 @@ class Training:
     def _step(self, batch: Any, epoch: int) -> None:
         views = self.data.make_views(batch, self.fabric)
         factor = self.schedule.apply(self.optimizer, self.step)
+        per_epoch = self.data.steps_per_epoch
+        self.method.before_step(StepProgress(self.step, epoch, per_epoch, self.total))
         with self.fabric.autocast():
             out = self.method.training_step(views)
         self.fabric.backward(out.loss)

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from twinfold.components import BranchOutput, Loss, TargetRule
+from twinfold.components import BranchOutput, Loss, StepProgress, TargetRule
 from twinfold.config.models import MethodConfig, TrainerConfig
 from twinfold.distributed import mean_over_ranks
 from twinfold.registry import Registry, default_registry
@@ -65,6 +65,8 @@ class TrainingMethod(Protocol):
     def setup(
         self, fabric: Any, make_optimizer: OptimizerFactory, options: SetupOptions
     ) -> torch.optim.Optimizer: ...
+
+    def before_step(self, progress: StepProgress) -> None: ...
 
     def training_step(self, views: Sequence[Tensor]) -> StepOutput: ...
 
@@ -149,11 +151,31 @@ class SiameseMethod:
         self._online, optimizer = fabric.setup(self._network, optimizer)
         if self._target is not None:
             self._target = fabric.to_device(self._target)
+        self.loss = fabric.to_device(self.loss)  # a loss's buffers (state) live there too
         return optimizer
+
+    def before_step(self, progress: StepProgress) -> None:
+        """Called by the loop before every training step: hands ``progress`` to every
+        component defining ``before_step(progress)`` (any module of the online and
+        target networks, the loss, the target rule), each once, for schedules that
+        follow the step or epoch (e.g. a loss's temperature warm-up)."""
+        seen: set[int] = set()
+        modules = [self._network, self._target, self.loss]
+        parts = [m for module in modules if module is not None for m in module.modules()]
+        for part in [*parts, self.target_rule]:
+            hook = getattr(part, "before_step", None)
+            if callable(hook) and id(part) not in seen:
+                seen.add(id(part))
+                hook(progress)
 
     def training_step(self, views: Sequence[Tensor]) -> StepOutput:
         out: BranchOutput = self._online(views)
-        targets = self.target_rule.targets(views, out, self._target)
+        k = self.loss.target_views(len(views))
+        if k < len(views):  # the target side sees the leading k views only
+            out_k = BranchOutput(out.features[:k], out.projections[:k], out.predictions[:k])
+            targets = self.target_rule.targets(views[:k], out_k, self._target)
+        else:
+            targets = self.target_rule.targets(views, out, self._target)
         # losses run in float32 even under bf16/fp16 autocast: their batch statistics
         # (cross-correlation, covariance, norms) lose too much in half precision
         with torch.autocast(out.predictions[0].device.type, enabled=False):
@@ -167,14 +189,18 @@ class SiameseMethod:
         return self.target_rule.update(self._network, self._target, step, total_steps)
 
     def state_dict(self) -> dict[str, Any]:
-        """``online`` and ``target`` state dicts, and ``target_rule`` when the rule keeps
-        state of its own."""
+        """``online`` and ``target`` state dicts, ``target_rule`` when the rule keeps
+        state of its own, and ``loss`` when the loss has buffers or parameters (e.g.
+        DINO's centre)."""
         state: dict[str, Any] = {"online": self._network.state_dict()}
         if self._target is not None:
             state["target"] = self._target.state_dict()
         rule_state = self.target_rule.state_dict()
         if rule_state:
             state["target_rule"] = rule_state
+        loss_state = self.loss.state_dict()
+        if loss_state:
+            state["loss"] = loss_state
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -185,6 +211,11 @@ class SiameseMethod:
                 raise KeyError("the checkpoint has no target network")
             self._target.load_state_dict(state["target"], strict=True)
         self.target_rule.load_state_dict(state.get("target_rule", {}))
+        loss_state = self.loss.state_dict()
+        if loss_state and "loss" not in state:
+            raise KeyError("the checkpoint has no state of the loss (it keeps buffers)")
+        if loss_state:
+            self.loss.load_state_dict(state["loss"], strict=True)
 
 
 def float32_once(*groups: Sequence[Tensor]) -> list[list[Tensor]]:

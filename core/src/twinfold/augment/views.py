@@ -250,7 +250,8 @@ def scale_box(
 
 class BatchedViews:
     """All views of a recipe: ``views(images, generator)`` returns one normalised float32
-    ``[B, 3, size, size]`` tensor per configured view, drawn in view order from
+    ``[B, 3, s, s]`` tensor per configured view (``s`` the view's own ``size`` when set,
+    else ``size``: multi-crop views of two sizes are one batch per view), drawn in view order from
     ``generator`` (give each rank or worker its own generator for its own stream).
 
     Build it from the per-sample pipeline's config with :meth:`from_config`.
@@ -268,7 +269,9 @@ class BatchedViews:
         if not views:
             raise ValueError("views must list at least one view")
         self.size = size
-        self.views = [BatchedView(v, size, mean, std, antialias=antialias) for v in views]
+        self.views = [
+            BatchedView(v, v.output_size(size), mean, std, antialias=antialias) for v in views
+        ]
         self.num_views = len(self.views)
 
     @classmethod
@@ -348,12 +351,12 @@ class BatchedViews:
         boxes were drawn for, where an image was decoded smaller (its boxes are scaled
         to it, edges rounded to whole pixels)."""
         crops, full = [], []
-        for p in params:
-            boxes = p.boxes.tolist()
+        for view, p in zip(self.views, params, strict=True):
+            boxes, size = p.boxes.tolist(), view.size
             if sizes is not None:
                 boxes = [
-                    scale_box(box, size, tuple(image.shape[-2:]))
-                    for box, size, image in zip(boxes, sizes, images, strict=True)
+                    scale_box(box, drawn, tuple(image.shape[-2:]))
+                    for box, drawn, image in zip(boxes, sizes, images, strict=True)
                 ]
             crops.append(
                 torch.stack(
@@ -361,14 +364,14 @@ class BatchedViews:
                         TF.resized_crop(
                             check_images(image[None])[0],
                             *box,
-                            [self.size, self.size],
-                            antialias=self.views[0].antialias,
+                            [size, size],
+                            antialias=view.antialias,
                         )
                         for image, box in zip(images, boxes, strict=True)
                     ]
                 )
             )
-            full.append(p.with_full_boxes(self.size))
+            full.append(p.with_full_boxes(size))
         return crops, full
 
     def apply_views(self, images: Sequence[Tensor], params: Sequence[ViewParams]) -> list[Tensor]:
@@ -385,13 +388,13 @@ class BatchedViews:
     def jpeg_reduction(self, seed: int, height: int, width: int, limit: int) -> int:
         """By how much (1, 2, 4 or 8, at most ``limit``) an image of ``height x width``
         may be decoded smaller per side for the sample with ``seed``: the largest factor
-        at which every view's crop box still spans at least ``size`` pixels per side, so
-        each crop is still shrunk (never enlarged) to the view's size."""
+        at which every view's crop box still spans at least the view's own size per side
+        (multi-crop views differ), so each crop is still shrunk (never enlarged)."""
         crop_n = CROP_TRIES * 2 + 2
         generator = torch.Generator().manual_seed(int(seed))  # the draws of _uniforms
         draws = torch.rand(self.num_views * crop_n, generator=generator, dtype=torch.float64)
         u = draws.tolist()
-        side = min(
+        room = min(  # crop side / view size, the least over the views
             min(
                 crop_box_size(
                     [u[v * crop_n + 2 * t : v * crop_n + 2 * t + 2] for t in range(CROP_TRIES)],
@@ -401,10 +404,11 @@ class BatchedViews:
                     view.view.crop_ratio,
                 )
             )
+            / view.size
             for v, view in enumerate(self.views)
         )
         reduction = 1
-        while reduction * 2 <= limit and side >= reduction * 2 * self.size:
+        while reduction * 2 <= limit and room >= reduction * 2:
             reduction *= 2
         return reduction
 

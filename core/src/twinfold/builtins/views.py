@@ -36,6 +36,14 @@ class ViewConfig(StrictModel):
     blur_kernel_fraction: float = Field(0.1, gt=0, le=1, description="kernel side / image side")
     solarize_p: float = Field(0.0, ge=0, le=1)
     solarize_threshold: float = Field(0.5, ge=0, le=1)
+    size: int | None = Field(
+        None, ge=1, description="this view's output side; default the pipeline's image_size"
+    )
+
+    def output_size(self, image_size: int) -> int:
+        """The side of this view: ``size`` when set (e.g. multi-crop's small local crops),
+        else the pipeline's ``image_size``."""
+        return image_size if self.size is None else self.size
 
     @field_validator("crop_scale")
     @classmethod
@@ -131,7 +139,7 @@ class SimCLRViews(ViewPipeline):
         self.cfg = cfg
         self.size = cfg.image_size
         self.num_views = len(cfg.views)
-        self.views = [view_transform(v, self.size) for v in cfg.views]
+        self.views = [view_transform(v, v.output_size(self.size)) for v in cfg.views]
         self.finish = v2.Compose(
             [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)]
         )
