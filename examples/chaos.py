@@ -4,8 +4,8 @@ exactly like a run that was never interrupted.
     python examples/chaos.py --kills 200 --out /tmp/chaos     # the docs' number
     python examples/chaos.py --kills 6                        # what CI runs (tests)
 
-A tiny BYOL config (3 epochs of 11 steps, a checkpoint every 4 steps, kNN after every
-epoch, export at the end) is trained once without interruption. Then, run after run, the
+A tiny BYOL config (3 epochs of 11 steps, a checkpoint at the end of every epoch, kNN
+after every epoch, export at the end) is trained once without interruption. Then, run after run, the
 same command (`run.resume=auto`, so a requeue either continues or starts afresh) is
 started and killed at a moment chosen at random among: mid-step, mid-checkpoint-write
 (while a `.tmp-*` file exists), mid-evaluation (right after an epoch's checkpoint) and
@@ -36,7 +36,9 @@ import yaml
 
 PHASES = ("step", "checkpoint", "evaluation", "export")
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGUSR1)
-STEPS_PER_EPOCH, EPOCHS, EVERY = 11, 3, 4
+STEPS_PER_EPOCH, EPOCHS = 11, 3
+EVERY = STEPS_PER_EPOCH  # a checkpoint at each epoch end, before its kNN: the moment
+# 'mid-evaluation' waits for (steps between epoch ends would never show it)
 WALL_CLOCK = {"images_per_s", "final/seconds"}
 
 

@@ -42,3 +42,14 @@ def test_the_comparison_sees_a_difference(tmp_path: Path) -> None:
     assert rows == [{"step": "1", "loss": "0.5"}, {"step": "2", "loss": "0.4"}]  # no clock
     (tmp_path / "b" / "metrics.csv").write_text("step,loss\n1,0.5\n1,0.5\n2,0.4\n")
     assert chaos.rows(tmp_path / "a") != chaos.rows(tmp_path / "b")  # a repeated row
+
+
+def test_every_phase_has_its_moment() -> None:
+    """Each phase a kill may aim at comes in an uninterrupted run: the epoch-end
+    checkpoints that 'mid-evaluation' waits for exist (a checkpoint period that skips the
+    epoch ends made that phase unreachable: every such kill let the run finish)."""
+    chaos = _chaos_module()
+    done = chaos.EPOCHS * chaos.STEPS_PER_EPOCH
+    saves = set(range(chaos.EVERY, done + 1, chaos.EVERY)) | {done}
+    assert any(s % chaos.STEPS_PER_EPOCH == 0 and s < done for s in saves)
+    assert chaos.phases_ahead([]) == chaos.PHASES
