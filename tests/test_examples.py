@@ -80,6 +80,7 @@ def test_preset_with_a_swapped_encoder(tmp_path: Path) -> None:
         "arch": "resnet18",
         "small_stem": True,
         "zero_init_residual": False,
+        "grad_checkpointing": False,
     }
     # only the encoder differs from the preset
     preset = twinfold.load_config({"preset": "byol-small"}).model_dump(mode="json")

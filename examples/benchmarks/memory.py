@@ -8,7 +8,7 @@ builds the method, its optimizer and the input views (step.py's ``TwinfoldStep``
 ``variant``) and reads its current RSS ("after build"); then it resets the kernel's RSS
 high-water mark (Linux: ``/proc/self/clear_refs``), so that allocations made while
 importing and building cannot hide the steps' peak, runs ``--steps`` steps and reads the
-peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``). "step" is the difference: the
+peak RSS (``VmHWM``, else ``getrusage(RUSAGE_SELF).ru_maxrss``). "step" is the difference: the
 steps' own increment (activations, gradients, and the optimizer's momentum buffers,
 which the first step creates; the default two steps also cover a steady-state step,
 which holds them from the start). Where the mark cannot be reset the peak is the whole
@@ -51,22 +51,33 @@ def step_module() -> ModuleType:
     return sys.modules[key]
 
 
+def _status_mib(field: str) -> float | None:
+    """A ``kB`` field of /proc/self/status in MiB, None where there is none."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mib() -> float:
-    """This process's peak RSS in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    """This process's peak RSS in MiB: ``VmHWM`` of /proc/self/status, the mark that
+    :func:`reset_peak_rss` resets (``ru_maxrss`` also keeps the peak recorded when a thread
+    exited, e.g. one an import started, so a reset may not show there); elsewhere
+    ``ru_maxrss`` (KiB on Linux, bytes on macOS)."""
+    hwm = _status_mib("VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def current_rss_mib() -> float | None:
     """This process's RSS now in MiB (``VmRSS`` of /proc/self/status), None elsewhere."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 2**10
-    except OSError:
-        pass
-    return None
+    return _status_mib("VmRSS")
 
 
 def reset_peak_rss() -> bool:
