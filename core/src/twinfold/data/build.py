@@ -34,13 +34,14 @@ def _labelled_pair(
     return None, None
 
 
+def folder_limits(cfg: DataConfig) -> dict[str, Any]:
+    """The :class:`FolderSource` arguments for huge images and symbolic links."""
+    return {"max_pixels": cfg.max_image_pixels, "symlinks": cfg.symlinks}
+
+
 def _file_rules(cfg: DataConfig) -> dict[str, Any]:
     """How an image folder treats unreadable files, huge images and symbolic links."""
-    return {
-        "skip_bad": cfg.skip_bad_images,
-        "max_pixels": cfg.max_image_pixels,
-        "symlinks": cfg.symlinks,
-    }
+    return {"skip_bad": cfg.skip_bad_images, **folder_limits(cfg)}
 
 
 def _folder_sources(cfg: DataConfig) -> DataSources:

@@ -178,18 +178,18 @@ class FolderSource(ImageSource):
                 "holds them"
             )
         if symlinks == "inside":
-            self._refuse_links_out()
+            self._refuse_links_out({d.name for d in subdirs if d.is_symlink()})
         self._members: dict[int | None, list[int]] = {}
         self._position: list[int] = []  # index of each file within its class
         for i, y in enumerate(self._labels):
             self._position.append(len(self._members.setdefault(y, [])))
             self._members[y].append(i)
 
-    def _refuse_links_out(self) -> None:
+    def _refuse_links_out(self, linked: set[str]) -> None:
         """``data.symlinks=inside``: no file may be reached through a symbolic link (to the
-        file or to its class folder) whose target lies outside the root."""
+        file or to its class folder) whose target lies outside the root. ``linked``: the
+        names of the class folders that are links."""
         real_root = self.root.resolve()
-        linked = {d.name for d in self.root.iterdir() if d.is_symlink()}
         for path in self.files:
             through_link = path.is_symlink() or path.relative_to(self.root).parts[0] in linked
             if through_link and not path.resolve().is_relative_to(real_root):

@@ -10,6 +10,7 @@ from pathlib import Path
 from twinfold.config import RunConfig
 from twinfold.data import DigitsSource, FolderSource, ImageSource, TorchvisionSource
 from twinfold.data.base import split_source
+from twinfold.data.build import folder_limits
 from twinfold.data.torchvision_sets import SPLITS
 from twinfold.errors import ConfigError
 
@@ -57,8 +58,7 @@ class EmbedData:
 def _folder(root: Path, cfg: RunConfig) -> EmbedData:
     """The images under ``root``, read with the run's limits (``data.max_image_pixels``,
     ``data.symlinks``; ``--set`` changes them)."""
-    rules = {"max_pixels": cfg.data.max_image_pixels, "symlinks": cfg.data.symlinks}
-    source = FolderSource(root, field="DATA", **rules)
+    source = FolderSource(root, field="DATA", **folder_limits(cfg.data))
     items = [f.relative_to(source.root).as_posix() for f in source.files]
     stamps = [f"{(s := f.stat()).st_size}:{s.st_mtime_ns}" for f in source.files]
     spec = str(source.root.resolve())
