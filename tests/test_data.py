@@ -3,6 +3,8 @@ training, per-sample seeding and the distributed-sampler union property."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -87,6 +89,19 @@ def test_digits_images_are_uint8_rgb_and_match_the_raw_values() -> None:
     big = DigitsSource(32)
     stack = torch.stack([big.load(i) for i in range(50)])
     assert stack.shape == (50, 3, 32, 32) and stack.min() == 0 and stack.max() >= 250
+    everything = load_digits()
+    whole = DigitsSource(8)
+    assert whole.labels() == everything.target.tolist() and len(whole) == 1797
+    assert torch.equal(whole.images[:, 0], (torch.from_numpy(everything.images) * 255 / 16)
+                       .round().to(torch.uint8))
+
+
+def test_the_digits_load_without_importing_scikit_learn() -> None:
+    """scikit-learn's import takes seconds, paid by every process of a run (ranks,
+    data-loader workers): the digits are read from the file it ships instead."""
+    code = ("import sys; from twinfold.data import DigitsSource; s = DigitsSource(16); "
+            "assert len(s) == 1797 and 'sklearn' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 # --------------------------------------------------------------------------- folders
