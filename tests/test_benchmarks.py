@@ -178,7 +178,8 @@ def test_the_step_benchmark_has_the_lightly_row(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert "lightly-built, fp32" in out and "vs lightly" in out
     assert "SimSiamProjectionHead(128, 512, 512)" in out and "torch SGD" in out
-    assert "fast path / lightly fp32" in out
+    assert "lightly-built, bf16 + channels_last" in out
+    assert "twinfold bf16 / lightly bf16 = " in out and "(like for like)" in out
 
 
 def test_the_lightly_end_to_end_loop_runs(tmp_path: Path) -> None:
@@ -188,6 +189,23 @@ def test_the_lightly_end_to_end_loop_runs(tmp_path: Path) -> None:
     timing = e2e.time_lightly(cfg, epochs=2, workers=0)
     assert len(timing.epoch_seconds) == 2 and min(timing.epoch_seconds) > 0
     assert "BYOLPredictionHead(128, 512, 128)" in str(timing.settings["lightly"])
+    fast = e2e.time_lightly(cfg, epochs=1, workers=0, fast=True)
+    assert fast.settings["precision"] == "bf16 autocast + channels_last"
+
+
+def test_end_to_end_ratios_compare_rows_of_the_same_precision(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bf16 twinfold row is divided by the bf16 lightly row, an fp32 one by fp32."""
+    e2e = _load("end_to_end")
+    times = {"default": [1.0, 1.0], "forced": [3.0], e2e.LIGHTLY_FP32: [4.0],
+             e2e.LIGHTLY_FAST: [2.0]}
+    settings = {"default": {"trainer.precision": "bf16-mixed"},
+                "forced": {"trainer.precision": "32-true"}}
+    e2e.print_table(times, settings, "default")
+    lines = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["default"].endswith("0.50x") and lines["forced"].endswith("0.75x")
+    assert lines[e2e.LIGHTLY_FAST].endswith("1.00x")
 
 
 def test_lightly_views_take_the_configs_parameters() -> None:

@@ -13,7 +13,10 @@ Rows:
   ``NegativeCosineSimilarity`` symmetrised as BYOL's eq. 4, ``update_momentum`` at
   ``cosine_schedule`` (Grill et al. 2020, sec. 3.2), lightly's LARS with the preset's
   rate, weight decay and warm-up + cosine schedule (``CosineWarmupScheduler``), on a copy
-  of twinfold's encoder (the step of ``step.py``'s "lightly-built" row).
+  of twinfold's encoder (the step of ``step.py``'s "lightly-built" row);
+- lightly, bf16 + channels_last: the same loop with the two switches twinfold's default
+  turns on on this CPU (bf16 autocast, channels_last model and inputs), as a competent
+  lightly user would: the like-for-like baseline of twinfold's default row.
 
 All rows use the same data-loader workers (``--workers``, default the preset's
 ``data.num_workers``) and kNN evaluation is off (``evaluation.every_n_epochs=0``,
@@ -23,8 +26,10 @@ still writes its checkpoint at the end of each epoch, as by default. Every run t
 twinfold the seconds come from its ``metrics.csv``, logged once per epoch
 (``trainer.log_every`` = steps per epoch), whose ``images_per_s`` covers the time from
 the previous row to the end of the epoch's last step; for lightly from the clock at the
-end of each epoch. The table gives the median seconds per epoch and the ratio to lightly
-(issue 4's target for twinfold: <= 0.6x).
+end of each epoch. The table gives the median seconds per epoch and the ratio of each row
+to the lightly row of the same precision (fp32 rows to lightly fp32; twinfold's default,
+bf16 here, to lightly bf16 + channels_last); the closing lines give both ratios of the
+default row (issue 20's target: <= 0.5x the like-for-like lightly loop).
 
 Run (an epoch is 5 steps of 256 images; the three rows take about 1 minute)::
 
@@ -138,9 +143,15 @@ def time_twinfold(cfg: RunConfig) -> Timing:
     return Timing(seconds, {"data.view_engine": plans[0].view_engine, **trainer})
 
 
-def time_lightly(cfg: RunConfig, epochs: int, workers: int, seed: int = 0) -> Timing:
+LIGHTLY_FP32, LIGHTLY_FAST = "lightly, fp32", "lightly, bf16 + channels_last"
+
+
+def time_lightly(
+    cfg: RunConfig, epochs: int, workers: int, seed: int = 0, fast: bool = False
+) -> Timing:
     """The lightly loop on ``cfg``'s data, sizes, views and optimizer for ``epochs``
-    epochs; the seconds of each epoch by the clock (fp32, one process)."""
+    epochs; the seconds of each epoch by the clock (one process; fp32, or with ``fast``
+    bf16 autocast + channels_last as :func:`step.variant` applies them)."""
     step_module, augmentation = sibling("step"), sibling("augmentation")
     torch.manual_seed(seed)
     from lightly.utils.scheduler import CosineWarmupScheduler
@@ -166,15 +177,17 @@ def time_lightly(cfg: RunConfig, epochs: int, workers: int, seed: int = 0) -> Ti
     schedule = CosineWarmupScheduler(
         built.opt, warmup, total, end_value=cfg.schedule.final_lr_ratio
     )
+    go = step_module.variant(built, built.modules(), fast)
     seconds, last = [], time.perf_counter()
     for _ in range(epochs):
         for batch in loader:
-            built(batch)
+            go(batch)
             schedule.step()
         now = time.perf_counter()
         seconds.append(now - last)
         last = now
-    return Timing(seconds, {"lightly": built.description, "precision": "fp32 (no autocast)"})
+    precision = "bf16 autocast + channels_last" if fast else "fp32 (no autocast)"
+    return Timing(seconds, {"lightly": built.description, "precision": precision})
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
@@ -226,41 +239,52 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
             f"{epochs + 1} epochs per run, the first not timed, {args.repeats} run(s) per row\n"
         )
         times: dict[str, list[float]] = {name: [] for name in configs}
-        lightly_name = "lightly, fp32"
+        lightly_rows = {LIGHTLY_FP32: False, LIGHTLY_FAST: True}
         if lightly is not None:
-            times[lightly_name] = []
+            times.update({name: [] for name in lightly_rows})
         settings: dict[str, dict[str, object]] = {}
         for _ in range(args.repeats):
             for name, cfg in configs.items():
                 timing = time_twinfold(cfg)
                 times[name] += timing.epoch_seconds[1:]
                 settings[name] = timing.settings
-            if lightly is not None:
-                timing = time_lightly(first, epochs + 1, workers)
-                times[lightly_name] += timing.epoch_seconds[1:]
-                settings[lightly_name] = timing.settings
+            for name, fast in lightly_rows.items() if lightly is not None else ():
+                timing = time_lightly(first, epochs + 1, workers, fast=fast)
+                times[name] += timing.epoch_seconds[1:]
+                settings[name] = timing.settings
+    print_table(times, settings, next(iter(configs)))
+    return times
 
+
+def print_table(
+    times: dict[str, list[float]], settings: dict[str, dict[str, object]], default: str
+) -> None:
+    """The median seconds per epoch of each row and its ratio to the lightly row of the
+    same precision (as ``settings`` record it), then the default row's two ratios."""
     medians = {name: statistics.median(t) for name, t in times.items()}
-    ref = medians.get(lightly_name, math.nan)
     header = f"{'run':<38}{'s/epoch':>9}{'range':>15}{'vs lightly':>12}"
     print(header + "\n" + "-" * len(header))
     for name, t in times.items():
+        precision = str(settings.get(name, {}).get("trainer.precision", ""))
+        fast = name == LIGHTLY_FAST or "bf16" in precision
+        ref = medians.get(LIGHTLY_FAST if fast else LIGHTLY_FP32, math.nan)
         ratio = "" if math.isnan(ref) else f"{medians[name] / ref:.2f}x"
         spread = f"{min(t):.2f}-{max(t):.2f}"
         print(f"{name:<38}{medians[name]:>9.2f}{spread:>15}{ratio:>12}")
-    if lightly is None:
-        print(f"{lightly_name:<38}{'skipped':>9}  lightly not importable")
+    if LIGHTLY_FP32 not in medians:
+        print(f"{'lightly rows':<38}{'skipped':>9}  lightly not importable")
         print("  (pip install -e core[benchmarks])")
     print()
     for name, used in settings.items():
         print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in used.items()))
-    if lightly is not None:
-        default = next(iter(configs))
+    if LIGHTLY_FP32 in medians:
+        mine = medians[default]
         print(
-            f"\ntwinfold (default) / lightly = {medians[default] / ref:.2f}x "
-            "(issue 4 target <= 0.6x)"
+            f"\ntwinfold (default) / lightly bf16 + channels_last = "
+            f"{mine / medians[LIGHTLY_FAST]:.2f}x (like for like; issue 20 target <= 0.5x)"
+            f"\ntwinfold (default) / lightly fp32 = {mine / medians[LIGHTLY_FP32]:.2f}x "
+            "(switches on twinfold's side only; issue 4's ratio)"
         )
-    return times
 
 
 if __name__ == "__main__":
