@@ -247,3 +247,17 @@ def test_the_jpeg_benchmark_runs_every_row_on_a_few_files(
 
     with Image.open(files[0]) as image:
         assert image.format == "JPEG" and image.size == (500, 375)
+
+
+# ---------------------------------------------------------------- step_profile.py
+def test_the_step_profile_puts_the_time_in_groups(capsys: pytest.CaptureFixture[str]) -> None:
+    profile = _load("step_profile")
+    assert profile.group_of("aten::mkldnn_convolution") == "convolution"
+    assert profile.group_of("aten::native_batch_norm_backward") == "batch norm"
+    assert profile.group_of("aten::addmm") == "matmul"
+    shares = profile.main(["--encoder", "preset", "--batch", "4", "--size", "8", "--steps", "1"])
+    assert set(shares) == {"fp32", "bf16 + channels_last"}
+    for share in shares.values():
+        assert sum(share.values()) == pytest.approx(1.0)
+        assert share["convolution"] > 0.05  # a CNN's step: convolutions take a visible part
+    assert "convolutions alone" in capsys.readouterr().out
