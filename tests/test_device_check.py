@@ -96,17 +96,24 @@ def test_a_failing_section_is_reported_and_the_rest_runs(
 ) -> None:
     check = _check()
 
-    def broken(_: Any) -> list[dict[str, Any]]:
+    def broken(_: Any, rows: list[dict[str, Any]]) -> None:
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
+    def cut(_: Any, rows: list[dict[str, Any]]) -> None:
+        rows.append({"method": "byol", "ms": 1.0})
+        raise check.OutOfTime("the global time budget ran out")
+
     monkeypatch.setitem(check.SECTIONS, "gemm", broken)
+    monkeypatch.setitem(check.SECTIONS, "optimizers", cut)
     out = tmp_path / "check.json"
-    report = check.main(["--tiny", "--sections", "environment", "gemm", "views",
+    report = check.main(["--tiny", "--sections", "environment", "gemm", "optimizers", "views",
                          "--json", str(out)])  # fmt: skip
     status = {s["name"]: (s["status"], s["error"]) for s in report["sections"]}
     assert status["gemm"] == ("error", "RuntimeError: CUDA error: an illegal memory access "
                               "was encountered")  # fmt: skip
     assert status["environment"] == status["views"] == ("ok", None)
+    assert status["optimizers"] == ("skipped", "the global time budget ran out")
+    assert _section(report, "optimizers")["rows"] == [{"method": "byol", "ms": 1.0}]  # kept
     assert json.loads(out.read_text(encoding="utf-8"))["sections"][1]["status"] == "error"
     # with no gemm peak, no MFU: a row that fails alone is reported in its place
     rows: list[dict[str, Any]] = []
@@ -119,5 +126,6 @@ def test_a_spent_budget_skips_what_is_left(tmp_path: Path) -> None:
     skipped = [s for s in report["sections"] if s["name"] != "targets"]
     assert len(skipped) == 7 and all(s["status"] == "skipped" for s in skipped)
     assert "budget" in skipped[0]["error"]
+    assert _section(report, "targets")["status"] == "ok"  # computed from whatever ran
     assert all(t["value"] is None and t["met"] is None
                for t in _section(report, "targets")["rows"])  # fmt: skip

@@ -152,20 +152,28 @@ def hard_deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def run_section(check: Check, name: str, body: Callable[[Check], list[dict[str, Any]]]) -> None:
-    """Run one section; record its rows, or the error that stopped it, and its time."""
+Section = Callable[["Check", list[dict[str, Any]]], None]
+"""A section appends its rows as it measures them: a budget that cuts it keeps them."""
+
+
+def run_section(check: Check, name: str, body: Section, *, timed: bool = True) -> None:
+    """Run one section (``timed``: only with budget left); record its rows, the error
+    that stopped it (status ``error``, or ``skipped`` when the budget ran out) and its
+    time."""
     print(f"\n== {name}", flush=True)
     started = time.monotonic()
     entry: dict[str, Any] = {"name": name, "status": "ok", "rows": [], "error": None}
     check.sections.append(entry)
     try:
-        check.need(1.0, name)
-        entry["rows"] = body(check)
+        if timed:
+            check.need(1.0, name)
+        body(check, entry["rows"])
     except OutOfTime as exc:
         entry["status"], entry["error"] = "skipped", str(exc)
     except Exception as exc:  # isolated: the next section still runs
         entry["status"], entry["error"] = "error", f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
+    add_ratios(entry["rows"])
     entry["seconds"] = round(time.monotonic() - started, 2)
     if entry["error"]:
         print(f"{name}: {entry['status']}: {entry['error']}", flush=True)
@@ -208,7 +216,7 @@ def reset_peak(device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------- environment, gemm
-def environment(check: Check) -> list[dict[str, Any]]:
+def environment(check: Check, rows: list[dict[str, Any]]) -> None:
     device = check.device
     settings = fast_path.backend_settings(
         device.type, fast_path.matmul_precision_for(device.type)
@@ -238,14 +246,15 @@ def environment(check: Check) -> list[dict[str, Any]]:
             multiprocessors=props.multi_processor_count,
         )
     fast_path.apply_backend_settings(settings)  # the rest of the check runs with them
+    rows.append(row)
     print_row(row)
-    return [row]
 
 
-def gemm(check: Check) -> list[dict[str, Any]]:
+def gemm(check: Check, rows: list[dict[str, Any]]) -> None:
     step = sibling("step")
-    n, repeats = (256, 2) if check.tiny else (8192, 10)
-    rows: list[dict[str, Any]] = []
+    n, repeats = (256, 2) if check.tiny else (2048, 5)
+    if check.device.type == "cuda" and not check.tiny:
+        n, repeats = 8192, 10  # ~1 TFLOP per product: well past launch overhead
     for name, dtype, precision in (
         ("bf16", torch.bfloat16, "highest"),
         ("tf32", torch.float32, "high"),
@@ -259,7 +268,6 @@ def gemm(check: Check) -> list[dict[str, Any]]:
             torch.set_float32_matmul_precision(previous)
         rows.append({"dtype": name, "n": n, "tflops": flops / 1e12})
         print_row(rows[-1])
-    return rows
 
 
 def peak_for(check: Check, fast: bool) -> float:
@@ -353,8 +361,7 @@ def measure_row(check: Check, run: Any, fast: bool, views: list[Tensor]) -> dict
     }
 
 
-def steps(check: Check) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def steps(check: Check, rows: list[dict[str, Any]]) -> None:
     for kind in KINDS:
         check.need(5.0, f"steps of {kind}")
         tw, plain = build_steps(check, kind)
@@ -367,12 +374,11 @@ def steps(check: Check) -> list[dict[str, Any]]:
                     check, run, fast, views))  # fmt: skip
         del tw, plain, views
         reset_peak(check.device)
-    add_ratios(rows)
-    return rows
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """``vs_plain``: each twinfold row over the plain row of its method and precision."""
+    rows = [r for r in rows if {"method", "step", "precision"} <= r.keys()]
     plain = {(r["method"], r["precision"]): r.get("ms") for r in rows if r["step"] == "plain"}
     for r in rows:
         ref = plain.get((r["method"], r["precision"]))
@@ -381,14 +387,13 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 
 
 # ---------------------------------------------------------------- optimizers
-def optimizers(check: Check) -> list[dict[str, Any]]:
+def optimizers(check: Check, rows: list[dict[str, Any]]) -> None:
     """twinfold's optimizers with ``implementation: auto`` on the device (fused SGD and
     AdamW on CUDA, multi-tensor LARS) against the for-loop update: largest difference of
     the parameters after three steps."""
     from twinfold.config.models import OptimizerConfig
     from twinfold.optim import build_optimizer, kernel_options
 
-    rows: list[dict[str, Any]] = []
     for name in ("sgd", "adamw", "lars"):
         def compare(name: str = name) -> dict[str, Any]:
             params = []
@@ -409,7 +414,6 @@ def optimizers(check: Check) -> list[dict[str, Any]]:
                     "max_abs_diff": float((params[0] - params[1]).abs().max())}  # fmt: skip
 
         guarded(rows, {"optimizer": name}, compare)
-    return rows
 
 
 # ---------------------------------------------------------------- views
@@ -446,10 +450,9 @@ def seeded_batches(check: Check, source: Any, engine: Any, workers: int) -> Data
                       pin_memory=check.device.type == "cuda")  # fmt: skip
 
 
-def views(check: Check) -> list[dict[str, Any]]:
+def views(check: Check, rows: list[dict[str, Any]]) -> None:
     pipeline, source = byol_views(check), source_images(check)
     engine = pipeline.batched_engine()
-    rows: list[dict[str, Any]] = []
 
     def on_device(batch: Any) -> list[Tensor]:
         out = engine.make_views(batch, check.device)
@@ -486,7 +489,6 @@ def views(check: Check) -> list[dict[str, Any]]:
     guarded(rows, {"views": f"batched on {device}", "workers": check.workers}, batched)
     guarded(rows, {"views": f"batched on {device} vs cpu"}, same_as_cpu)
     guarded(rows, {"views": "per-sample in CPU workers", "workers": check.workers}, cpu_views)
-    return rows
 
 
 def time_one(check: Check, engine: Any, batch: Any) -> float:
@@ -523,8 +525,7 @@ def train_config(check: Check, out: Path, **trainer: Any) -> twinfold.RunConfig:
     })  # fmt: skip
 
 
-def train(check: Check) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def train(check: Check, rows: list[dict[str, Any]]) -> None:
     with tempfile.TemporaryDirectory(prefix="twinfold-device-check-") as tmp:
         first = train_config(check, Path(tmp))
         half = (first.trainer.max_steps or 2) // 2
@@ -550,7 +551,6 @@ def train(check: Check) -> list[dict[str, Any]]:
         })  # fmt: skip
     print_row(rows[-1])
     print(f"kNN top-1: {rows[-1]['knn_top1']}", flush=True)
-    return rows
 
 
 # ---------------------------------------------------------------- compile
@@ -577,8 +577,7 @@ def compiled_row(check: Check, run: Any, parts: list[nn.Module], views: list[Ten
     }
 
 
-def compiled(check: Check) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def compiled(check: Check, rows: list[dict[str, Any]]) -> None:
     for kind in KINDS[-1:] if check.tiny else KINDS:  # --tiny: one method's code path
         check.need(20.0, f"compiled steps of {kind}")
         tw, plain = build_steps(check, kind)
@@ -595,11 +594,9 @@ def compiled(check: Check) -> list[dict[str, Any]]:
                 check, run, parts, views))  # fmt: skip
         del tw, plain, views
         torch._dynamo.reset()
-    add_ratios(rows)
-    return rows
 
 
-SECTIONS: dict[str, Callable[[Check], list[dict[str, Any]]]] = {
+SECTIONS: dict[str, Section] = {
     "environment": environment,
     "gemm": gemm,
     "steps": steps,
@@ -611,7 +608,7 @@ SECTIONS: dict[str, Callable[[Check], list[dict[str, Any]]]] = {
 
 
 # ---------------------------------------------------------------- targets
-def targets(check: Check) -> list[dict[str, Any]]:
+def targets(check: Check, rows: list[dict[str, Any]]) -> None:
     """Issue 16's targets from the rows measured: twinfold's step <= 1.03x the plain
     step (fp32 and bf16); the default (bf16 step + views on the device) <= 0.5x the
     plain fp32 step fed by per-sample CPU views (bounded by the slower of the two, which
@@ -620,11 +617,10 @@ def targets(check: Check) -> list[dict[str, Any]]:
     view_rows = {r["views"].split()[0]: r for r in check.rows("views")
                  if "images_per_s" in r}  # fmt: skip
     ms = {(r["method"], r["step"], r["precision"]): r["ms"] for r in step_rows}
-    out: list[dict[str, Any]] = []
 
     def add(name: str, kind: str, value: float | None, limit: float) -> None:
         ok = None if value is None else value <= limit
-        out.append({"target": name, "method": kind, "value": value, "limit": limit, "met": ok})
+        rows.append({"target": name, "method": kind, "value": value, "limit": limit, "met": ok})
 
     for kind in KINDS:
         for precision in (FP32, FAST):
@@ -639,9 +635,8 @@ def targets(check: Check) -> list[dict[str, Any]]:
         add("default / plain fp32 fed by CPU views", kind,
             default / plain_fed if default and plain_fed else None, 0.5)  # fmt: skip
         add("device views / bf16 step", kind, device / fast if fast and device else None, 0.05)
-    for row in out:
+    for row in rows:
         print_row(row)
-    return out
 
 
 # ---------------------------------------------------------------- main
@@ -698,7 +693,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     run_section(check, name, SECTIONS[name])
     except OutOfTime:  # between two sections: the rest is not started
         pass
-    run_section(check, "targets", targets)
+    run_section(check, "targets", targets, timed=False)
     bad = [s["name"] for s in check.sections if s["status"] != "ok"]
     bad += [s["name"] for s in check.sections for r in s["rows"] if "error" in r]
     print(f"\ndevice check done: {len(check.sections)} sections; "
