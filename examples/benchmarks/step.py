@@ -344,28 +344,46 @@ class LightlyStep:
 
 
 # ---------------------------------------------------------------- measuring
-def variant(run: Callable[[list[Tensor]], None], modules: list[nn.Module], fast: bool):
-    """A closure running one step in float32, or in bf16 autocast with channels_last."""
+def variant(
+    run: Callable[[list[Tensor]], None],
+    modules: list[nn.Module],
+    fast: bool,
+    device_type: str = "cpu",
+):
+    """A closure running one step in float32, or in bf16 autocast with channels_last,
+    on ``device_type`` (where the modules and views already are)."""
     fmt = torch.channels_last if fast else torch.contiguous_format
     for m in modules:
         m.to(memory_format=fmt)
 
     def go(views: list[Tensor]) -> None:
         views = [v.contiguous(memory_format=fmt) for v in views]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=fast):
             run(views)
 
     return go
 
 
-def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of an n x n matmul in ``dtype`` (median)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the queued work of ``device`` (a CUDA device; nothing on a CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gemm_peak(
+    dtype: torch.dtype, n: int = 2048, repeats: int = 5, device: torch.device | str = "cpu"
+) -> float:
+    """FLOP/s of an n x n matmul in ``dtype`` on ``device`` (median of ``repeats``,
+    after one warm-up)."""
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
     a @ b
     times = []
     for _ in range(repeats):
+        synchronize(device)
         t = time.perf_counter()
         a @ b
+        synchronize(device)
         times.append(time.perf_counter() - t)
     return 2 * n**3 / statistics.median(times)
 

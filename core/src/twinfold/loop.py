@@ -28,6 +28,7 @@ from twinfold.errors import NonFiniteLossError
 from twinfold.evaluation.in_training import held_out_knn
 from twinfold.evaluation.offline import LabelledFeatures
 from twinfold.export import sidecar_path, write_backbone
+from twinfold.fast_path import apply_backend_settings
 from twinfold.method import SetupOptions, StepOutput, TrainingMethod
 from twinfold.metric_sinks import rows_until
 from twinfold.monitoring import StepMonitor, group_lrs
@@ -85,7 +86,7 @@ def run_training(
         started = time.perf_counter()
         if on_start is not None and fabric.is_global_zero:
             on_start(plan)
-        torch.set_float32_matmul_precision(plan.cfg.trainer.matmul_precision)
+        apply_backend_settings(plan.backend)
         run = open_run_dir(fabric, plan)
         fabric.seed_everything(plan.cfg.run.seed, verbose=False)
         parts = build_parts(plan.cfg, plan.components)
@@ -129,6 +130,7 @@ class Training:
             batch_size=plan.batch_size,
             world_size=fabric.world_size,
             rank=fabric.global_rank,
+            pin_memory=plan.backend.pin_memory,
         )
         self._set_up_method()
         self.ckpt = Checkpointer(

@@ -20,7 +20,13 @@ from twinfold.components import ViewPipeline
 from twinfold.config import RunConfig
 from twinfold.data import DataSources, build_sources
 from twinfold.errors import ConfigError
-from twinfold.fast_path import FastSettings, with_fast_settings
+from twinfold.fast_path import (
+    BackendSettings,
+    FastSettings,
+    backend_settings,
+    with_fast_settings,
+    with_loader_workers,
+)
 from twinfold.method import SiameseMethod, build_method
 from twinfold.metric_sinks import check_installed
 from twinfold.registry import Registry, default_registry
@@ -47,6 +53,11 @@ class RunPlan:
     @property
     def components(self) -> Registry:
         return self.registry or default_registry()
+
+    @property
+    def backend(self) -> BackendSettings:
+        """The process-wide torch settings and host-to-device transfers of the run."""
+        return backend_settings(self.settings.accelerator, self.cfg.trainer.matmul_precision)
 
     def describe(self) -> str:
         """The run's first line: device, step settings and view engine, and why."""
@@ -75,8 +86,24 @@ def make_fabric(cfg: RunConfig) -> Fabric:
     strategy: Any = t.strategy
     if strategy in {"ddp", "ddp_spawn"}:
         start = "spawn" if strategy == "ddp_spawn" else "popen"
-        timeout = timedelta(seconds=t.collective_timeout_s)
-        strategy = DDPStrategy(start_method=start, timeout=timeout)
+        strategy = DDPStrategy(start_method=start, timeout=_timeout(cfg))
+    fabric = _fabric(cfg, strategy)
+    chosen = fabric.strategy
+    if strategy == "auto" and isinstance(chosen, DDPStrategy):
+        # Fabric chose DDP for several devices with its own default timeout: rebuild it
+        # with trainer.collective_timeout_s (same launcher: popen, or fork in notebooks)
+        start = getattr(chosen, "_start_method", "popen")
+        fabric = _fabric(cfg, DDPStrategy(start_method=start, timeout=_timeout(cfg)))
+    return fabric
+
+
+def _timeout(cfg: RunConfig) -> timedelta:
+    """How long a collective (NCCL or gloo) waits: ``trainer.collective_timeout_s``."""
+    return timedelta(seconds=cfg.trainer.collective_timeout_s)
+
+
+def _fabric(cfg: RunConfig, strategy: Any) -> Fabric:
+    t = cfg.trainer
     return Fabric(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -200,6 +227,10 @@ def prepare_run(cfg: RunConfig, registry: Registry | None = None) -> tuple[RunPl
     check_installed(cfg)
     cfg, resume = decide_resume(cfg, components)
     fabric = make_fabric(cfg)
+    per_node = max(fabric.world_size // cfg.trainer.num_nodes, 1)
+    cfg, workers = with_loader_workers(cfg, settings.accelerator, per_node)
+    if workers:
+        settings.reasons = (*settings.reasons, workers)
     batch = per_process_batch(cfg, fabric.world_size)
     with torch.random.fork_rng(devices=[]):  # a trial build: the run's seed is set later
         parts = build_parts(cfg, components)

@@ -71,9 +71,11 @@ def training_data(
     batch_size: int,
     world_size: int,
     rank: int,
+    pin_memory: bool = False,
 ) -> TrainingData:
     """This process's share of ``train``: views seeded per (run seed, epoch, sample), by
-    ``pipeline`` per sample in the workers, or by its batched engine when ``batched``."""
+    ``pipeline`` per sample in the workers, or by its batched engine when ``batched``;
+    ``pin_memory`` puts the batches in page-locked memory (CUDA: asynchronous copies)."""
     engine = pipeline.batched_engine() if batched else None
     dataset: MultiViewDataset | SeededImageDataset
     if engine is not None:
@@ -89,8 +91,9 @@ def training_data(
         world_size=world_size,
         rank=rank,
         seed=cfg.run.seed,
-        num_workers=cfg.data.num_workers,
+        num_workers=int(cfg.data.num_workers),  # resolved by twinfold.plan.prepare_run
         collate_fn=collate,
+        pin_memory=pin_memory,
     )
     channels_last = bool(cfg.trainer.channels_last)
     return TrainingData(dataset, loader, sampler, engine, batch_size, len(loader), channels_last)

@@ -6,7 +6,9 @@ it, so the values only change with a new minor version of the core.
 - :func:`asymmetric_view_pair`, :func:`simsiam_view_pair`: the papers' view pairs as
   :class:`~twinfold.builtins.views.ViewConfig` lists (a views config's ``views``);
 - :data:`DIGITS_VIEW_CHANGES`, :data:`ASYMMETRIC_PROBABILITIES` and
-  :func:`digits_views_section`: what the small presets on the embedded digits use.
+  :func:`digits_views_section`: what the small presets on the embedded digits use;
+- :data:`PAPER_HELD_OUT`: the deviation the paper presets share for their GPU-node
+  defaults (1% of the training images held out for kNN, evaluated a few times a run).
 """
 
 from __future__ import annotations
@@ -16,10 +18,18 @@ from twinfold.builtins.views import ViewConfig
 __all__ = [
     "ASYMMETRIC_PROBABILITIES",
     "DIGITS_VIEW_CHANGES",
+    "PAPER_HELD_OUT",
     "asymmetric_view_pair",
     "digits_views_section",
     "simsiam_view_pair",
 ]
+
+PAPER_HELD_OUT = (
+    "1% of the training images are held out as kNN queries (data.holdout_fraction 0.01; "
+    "the papers train on all of them) and the kNN runs every 100 epochs (SimSiam's 100: "
+    "at 50) and at the end; set data.eval_root to the labelled validation folder to train "
+    "on every training image and query that folder."
+)
 
 _COMMON = dict(
     crop_scale=(0.08, 1.0),

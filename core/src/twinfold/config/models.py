@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
+    NonNegativeInt,
     SerializeAsAny,
     StringConstraints,
     ValidationError,
@@ -94,7 +95,11 @@ class DataConfig(StrictModel):
     global_batch_size: int | None = Field(
         None, ge=2, description="if set, the per-device batch is this / (devices x nodes)"
     )
-    num_workers: int = Field(0, ge=0, description="data-loader worker processes")
+    num_workers: NonNegativeInt | Literal["auto"] = Field(
+        0,
+        description="data-loader worker processes per training process; 'auto': on CUDA the "
+        "node's CPUs shared by its processes, one kept for each process, at most 16; 0 on CPU",
+    )
     holdout_fraction: float = Field(
         0.2, gt=0, lt=1, description="held-out share for the digits and folder datasets"
     )
@@ -128,6 +133,17 @@ class DataConfig(StrictModel):
         "views made in the data-loader workers, image by image (torchvision); 'auto': "
         "batched where it applies, else per-sample. Views are seeded per sample either way",
     )
+
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        """One message for the two accepted forms (instead of one per union member)."""
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                               and value >= 0):
+            return value
+        raise ValueError("data.num_workers must be a count >= 0 or 'auto'")
 
     @model_validator(mode="after")
     def _needs_root(self) -> DataConfig:
@@ -298,7 +314,11 @@ class TrainerConfig(StrictModel):
         "processes before the run fails with an error instead of hanging (dead peer, "
         "mismatched collective)",
     )
-    matmul_precision: Literal["highest", "high", "medium"] = "highest"
+    matmul_precision: Literal["auto", "highest", "high", "medium"] = Field(
+        "auto",
+        description="torch.set_float32_matmul_precision (cuDNN's float32 convolutions follow "
+        "on CUDA); 'auto': 'high' (TF32) on CUDA, 'highest' elsewhere",
+    )
 
     @field_validator("devices")
     @classmethod

@@ -79,6 +79,7 @@ def build_train_loader(
     num_workers: int,
     generator_free: bool = True,
     collate_fn: Callable[[list[Any]], Any] = collate_views,
+    pin_memory: bool = False,
 ) -> tuple[DataLoader, ResumableSampler]:
     """Shuffled, drop-last batches of this rank's share. Before each epoch call
     ``sampler.set_epoch(epoch, skip=...)`` (``skip`` resumes part-way) and
@@ -87,7 +88,8 @@ def build_train_loader(
     With ``generator_free`` the loader draws its workers' base seed from a private
     generator, seeded per rank (so workers of different ranks get different seeds), and
     iterating it leaves torch's global generator untouched (the training stream is the
-    same whether or not, and how often, the loader is iterated)."""
+    same whether or not, and how often, the loader is iterated). ``pin_memory`` (CUDA)
+    copies each batch into page-locked memory in a thread of the main process."""
     sampler = ResumableSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
     )
@@ -105,7 +107,7 @@ def build_train_loader(
         collate_fn=collate_fn,
         worker_init_fn=ignore_stop_signals,
         persistent_workers=False,
-        pin_memory=False,
+        pin_memory=pin_memory,
         generator=generator,
     )
     return loader, sampler

@@ -19,14 +19,21 @@ def held_out_knn(
 ) -> tuple[float | None, LabelledFeatures | None]:
     """Weighted kNN top-1 of ``backbone`` on the held-out split (None without labels),
     and rank 0's features (None on the other ranks). Runs without autocast, in the
-    parameters' dtype, as ``twinfold eval`` computes it afterwards."""
+    parameters' dtype, as ``twinfold eval`` computes it afterwards; the images are
+    decoded in the training's ``data.num_workers`` workers (resolved: a number)."""
     if sources.eval_train is None or sources.eval_test is None:
         return None, None
     acc = torch.zeros(1)
     feats = None
     if fabric.is_global_zero:
+        workers = cfg.data.num_workers if isinstance(cfg.data.num_workers, int) else 0
         feats = labelled_features(
-            cfg, backbone, device=fabric.device, sources=sources, pipeline=pipeline
+            cfg,
+            backbone,
+            device=fabric.device,
+            sources=sources,
+            pipeline=pipeline,
+            num_workers=workers,
         )
         acc[0] = knn_top1(
             feats.train,

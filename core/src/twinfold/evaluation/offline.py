@@ -37,9 +37,11 @@ def labelled_features(
     device: torch.device | str = "cpu",
     batch_size: int = 512,
     sources: DataSources | None = None,
+    num_workers: int = 0,
 ) -> LabelledFeatures:
     """Features of the evaluation splits of ``cfg.data`` (or of ``sources``), made with
-    ``pipeline.plain`` (:func:`eval_pipeline`); raises ConfigError without labels."""
+    ``pipeline.plain`` (:func:`eval_pipeline`), images decoded in ``num_workers``
+    data-loader workers; raises ConfigError without labels."""
     sources = sources or build_sources(cfg.data)
     if sources.eval_train is None or sources.eval_test is None:
         raise ConfigError(
@@ -53,8 +55,8 @@ def labelled_features(
             ]
         )
     device = torch.device(device)
-    bank = build_eval_loader(PlainDataset(sources.eval_train, pipeline), batch_size, 0)
-    test = build_eval_loader(PlainDataset(sources.eval_test, pipeline), batch_size, 0)
+    bank = build_eval_loader(PlainDataset(sources.eval_train, pipeline), batch_size, num_workers)
+    test = build_eval_loader(PlainDataset(sources.eval_test, pipeline), batch_size, num_workers)
     backbone = backbone.to(device)
     xb, yb = extract_features(backbone, bank, device)
     xt, yt = extract_features(backbone, test, device)

@@ -4,7 +4,7 @@ digits."""
 from __future__ import annotations
 
 from twinfold import Preset
-from twinfold.builtins.recipes import ASYMMETRIC_PROBABILITIES, digits_views_section
+from twinfold.builtins.recipes import ASYMMETRIC_PROBABILITIES, PAPER_HELD_OUT, digits_views_section
 
 PAPER = (
     "Zbontar et al. 2021, Barlow Twins: Self-Supervised Learning via Redundancy Reduction "
@@ -16,7 +16,8 @@ BARLOW_TWINS = Preset(
     summary="Barlow Twins paper recipe: ResNet-50, 1000 epochs, LARS, global batch 2048",
     paper=PAPER,
     config={
-        "data": {"dataset": "folder", "image_size": 224, "global_batch_size": 2048},
+        "data": {"dataset": "folder", "image_size": 224, "global_batch_size": 2048,
+                 "num_workers": "auto", "holdout_fraction": 0.01},
         "method": {
             # zero_init_residual as in the authors' code (the paper does not say)
             "encoder": {"name": "resnet", "arch": "resnet50", "zero_init_residual": True},
@@ -41,8 +42,10 @@ BARLOW_TWINS = Preset(
             "reference_batch_size": 256,
         },
         "trainer": {"epochs": 1000, "sync_batchnorm": True},
+        "evaluation": {"every_n_epochs": 100},
     },
     deviations=(
+        PAPER_HELD_OUT,
         "Images come from an image folder (set data.root to ImageNet's train folder); "
         "views are cropped from the decoded full-resolution image as in the paper.",
         "lambda = 0.0051 as in the authors' code; the paper's text rounds it to 5e-3.",

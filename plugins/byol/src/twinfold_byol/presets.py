@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from twinfold import Preset
-from twinfold.builtins.recipes import ASYMMETRIC_PROBABILITIES, digits_views_section
+from twinfold.builtins.recipes import ASYMMETRIC_PROBABILITIES, PAPER_HELD_OUT, digits_views_section
 
 PAPER = "Grill et al. 2020, Bootstrap your own latent (arXiv:2006.07733)"
 
@@ -12,7 +12,8 @@ BYOL = Preset(
     summary="BYOL paper recipe: ResNet-50, 1000 epochs, LARS, global batch 4096",
     paper=PAPER,
     config={
-        "data": {"dataset": "folder", "image_size": 224, "global_batch_size": 4096},
+        "data": {"dataset": "folder", "image_size": 224, "global_batch_size": 4096,
+                 "num_workers": "auto", "holdout_fraction": 0.01},
         "method": {
             "encoder": {"name": "resnet", "arch": "resnet50"},
             "projector": {"name": "byol-projector"},
@@ -36,8 +37,10 @@ BYOL = Preset(
             "reference_batch_size": 256,
         },
         "trainer": {"epochs": 1000, "sync_batchnorm": True},
+        "evaluation": {"every_n_epochs": 100},
     },
     deviations=(
+        PAPER_HELD_OUT,
         "Images come from an image folder (set data.root to ImageNet's train folder); "
         "views are cropped from the decoded full-resolution image as in the paper.",
         "Built-in evaluation is weighted kNN (k=20); the paper reports a linear probe.",

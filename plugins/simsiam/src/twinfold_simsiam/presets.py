@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from twinfold import Preset
-from twinfold.builtins.recipes import digits_views_section
+from twinfold.builtins.recipes import PAPER_HELD_OUT, digits_views_section
 
 PAPER = "Chen & He 2021, Exploring Simple Siamese Representation Learning (arXiv:2011.10566)"
 
@@ -12,7 +12,8 @@ SIMSIAM = Preset(
     summary="SimSiam paper recipe: ResNet-50, 100 epochs, SGD, global batch 512",
     paper=PAPER,
     config={
-        "data": {"dataset": "folder", "image_size": 224, "global_batch_size": 512},
+        "data": {"dataset": "folder", "image_size": 224, "global_batch_size": 512,
+                 "num_workers": "auto", "holdout_fraction": 0.01},
         "method": {
             # zero_init_residual as in the authors' code (the paper does not say)
             "encoder": {"name": "resnet", "arch": "resnet50", "zero_init_residual": True},
@@ -37,8 +38,10 @@ SIMSIAM = Preset(
             "reference_batch_size": 256,
         },
         "trainer": {"epochs": 100, "sync_batchnorm": True},
+        "evaluation": {"every_n_epochs": 50},
     },
     deviations=(
+        PAPER_HELD_OUT,
         "Images come from an image folder (set data.root to ImageNet's train folder); "
         "views are cropped from the decoded full-resolution image as in the paper.",
         "Built-in evaluation is weighted kNN (k=20); the paper reports a linear probe.",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from twinfold import Preset
-from twinfold.builtins.recipes import ASYMMETRIC_PROBABILITIES, digits_views_section
+from twinfold.builtins.recipes import ASYMMETRIC_PROBABILITIES, PAPER_HELD_OUT, digits_views_section
 
 PAPER = (
     "Bardes, Ponce & LeCun 2022, VICReg: Variance-Invariance-Covariance Regularization "
@@ -15,7 +15,8 @@ VICREG = Preset(
     summary="VICReg paper recipe: ResNet-50, 1000 epochs, LARS, global batch 2048",
     paper=PAPER,
     config={
-        "data": {"dataset": "folder", "image_size": 224, "global_batch_size": 2048},
+        "data": {"dataset": "folder", "image_size": 224, "global_batch_size": 2048,
+                 "num_workers": "auto", "holdout_fraction": 0.01},
         "method": {
             # zero_init_residual as in the authors' code (the paper does not say)
             "encoder": {"name": "resnet", "arch": "resnet50", "zero_init_residual": True},
@@ -47,8 +48,10 @@ VICREG = Preset(
             "reference_batch_size": 256,
         },
         "trainer": {"epochs": 1000, "sync_batchnorm": True},
+        "evaluation": {"every_n_epochs": 100},
     },
     deviations=(
+        PAPER_HELD_OUT,
         "Images come from an image folder (set data.root to ImageNet's train folder); "
         "views are cropped from the decoded full-resolution image as in the paper.",
         "The loss follows the authors' code where it differs from eq. 6 as printed: the "
