@@ -116,3 +116,17 @@ def test_vit_small_recipe_trains_a_tiny_vit_on_multi_crop(tmp_path: Path) -> Non
     wd = [float(r["weight_decay"]) for r in rows]
     assert wd == pytest.approx([0.04, 0.22])  # cosine 0.04 -> 0.4 over 2 steps
     assert all(float(r["grad_norm"]) > 0 for r in rows)
+
+
+def test_small_preset_is_the_measured_digits_recipe() -> None:
+    # the recipe of docs/results.md (DINO section): 32 px, BN head, tau_base 0.99
+    cfg = twinfold.load_config({"preset": "dino-small"})
+    m = cfg.method
+    assert (cfg.data.image_size, cfg.data.batch_size, cfg.trainer.epochs) == (32, 128, 20)
+    assert m.encoder.widths == [16, 32, 64] and m.projector.batch_norm
+    assert (m.projector.hidden_dim, m.projector.bottleneck_dim, m.projector.out_dim) == (
+        256, 64, 1024)  # fmt: skip
+    assert (m.target.tau_base, m.loss.teacher_temp, m.loss.warmup_teacher_temp_epochs) == (
+        0.99, 0.04, 0)  # fmt: skip
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay) == (
+        "adamw", 1e-3, 0.04)  # fmt: skip
