@@ -122,7 +122,7 @@ def test_small_preset_is_the_measured_digits_recipe() -> None:
     # the recipe of docs/results.md (DINO section): 32 px, BN head, tau_base 0.99
     cfg = twinfold.load_config({"preset": "dino-small"})
     m = cfg.method
-    assert (cfg.data.image_size, cfg.data.batch_size, cfg.trainer.epochs) == (32, 128, 20)
+    assert (cfg.data.image_size, cfg.data.batch_size, cfg.trainer.epochs) == (32, 128, 30)
     assert m.encoder.widths == [16, 32, 64] and m.projector.batch_norm
     assert (m.projector.hidden_dim, m.projector.bottleneck_dim, m.projector.out_dim) == (
         256, 64, 1024)  # fmt: skip
