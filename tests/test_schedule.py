@@ -12,7 +12,7 @@ from torch import nn
 
 from twinfold.config import OptimizerConfig, ScheduleConfig
 from twinfold.optim import build_optimizer
-from twinfold.schedule import LRSchedule
+from twinfold.schedule import LRSchedule, WeightDecaySchedule
 
 
 def cosine(final: float, t: float) -> float:
@@ -102,3 +102,39 @@ def test_apply_to_a_plain_optimizer_uses_its_lr_as_base() -> None:
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
     s.apply(opt, 3)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.4)
+
+
+def test_weight_decay_cosine_from_start_to_end() -> None:
+    # DINO's ViT schedule: 0.04 -> 0.4 over every step, no warm-up
+    s = WeightDecaySchedule(start=0.04, end=0.4, total_steps=100)
+    assert s.value(0) == pytest.approx(0.04)
+    assert s.value(50) == pytest.approx(0.22)
+    assert s.value(25) == pytest.approx(0.4 - 0.36 * (2 + 2**0.5) / 4)
+    assert s.value(100) == pytest.approx(0.4) and s.value(300) == pytest.approx(0.4)
+    ramp = [s.value(k) for k in range(101)]
+    assert all(a < b for a, b in itertools.pairwise(ramp))
+    with pytest.raises(ValueError, match="step"):
+        s.value(-1)
+    with pytest.raises(ValueError, match="total_steps"):
+        WeightDecaySchedule(start=0.04, end=0.4, total_steps=0)
+
+
+def test_weight_decay_schedule_sets_only_the_decaying_groups() -> None:
+    net = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3))
+    cfg = OptimizerConfig(name="adamw", lr=0.1, weight_decay=0.04, weight_decay_end=0.4)
+    opt = build_optimizer(net, cfg, scale=1.0)
+    s = WeightDecaySchedule.from_config(cfg, total_steps=10)
+    assert s == WeightDecaySchedule(start=0.04, end=0.4, total_steps=10)
+    assert s.apply(opt, 5) == pytest.approx(0.22)
+    wd = {g["name"]: g["weight_decay"] for g in opt.param_groups}
+    assert wd == {"scheduled/weights": pytest.approx(0.22), "scheduled/bias_norm": 0.0}
+    # a plain optimizer's groups decay when their weight decay is above 0
+    plain = torch.optim.AdamW([nn.Parameter(torch.ones(2))], lr=0.1, weight_decay=0.5)
+    s.apply(plain, 10)
+    assert plain.param_groups[0]["weight_decay"] == pytest.approx(0.4)
+    assert WeightDecaySchedule.from_config(OptimizerConfig(), total_steps=10) is None
+
+
+def test_weight_decay_end_is_validated() -> None:
+    with pytest.raises(ValueError, match="weight_decay_end"):
+        OptimizerConfig(weight_decay_end=-0.1)

@@ -38,7 +38,7 @@ from twinfold.registry import Registry
 from twinfold.reporting import write_plots
 from twinfold.resume import check_fresh, run_directory
 from twinfold.rundir import RunDir, default_run_name, write_config
-from twinfold.schedule import LRSchedule
+from twinfold.schedule import LRSchedule, WeightDecaySchedule
 from twinfold.stopping import ForwardSignals, StepVerdict, StopSignals, agree
 from twinfold.training_data import training_data
 
@@ -172,6 +172,7 @@ class Training:
         self.schedule = LRSchedule.from_config(
             cfg.schedule, per_epoch, cfg.trainer.epochs, cfg.trainer.max_steps
         )
+        self.wd_schedule = WeightDecaySchedule.from_config(cfg.optimizer, self.schedule.total_steps)
         self.check_grads = cfg.trainer.precision != "16-mixed"  # else the grad scaler's job
 
     def run(self, started: float) -> TrainResult:
@@ -238,6 +239,7 @@ class Training:
     def _step(self, batch: Any, epoch: int) -> None:
         views = self.data.make_views(batch, self.fabric)
         factor = self.schedule.apply(self.optimizer, self.step)
+        wd = self._apply_weight_decay()
         per_epoch = self.data.steps_per_epoch
         self.method.before_step(StepProgress(self.step, epoch, per_epoch, self.total))
         with self.fabric.autocast():
@@ -259,11 +261,19 @@ class Training:
             "lr": self.optimizer.param_groups[0]["lr"],
             **group_lrs(self.optimizer),
             "lr_factor": factor,
+            **wd,
             "epoch": epoch,
         }
         samples = views[0].shape[0] * self.fabric.world_size
         self.monitor.after_step(self.step, self.total, row, out, samples)
         self.stopped_by = verdict.signal_name if verdict.stop else None
+
+    def _apply_weight_decay(self) -> dict[str, float]:
+        """This step's weight decay when ``optimizer.weight_decay_end`` sets a schedule
+        (logged as ``weight_decay``), else nothing."""
+        if self.wd_schedule is None:
+            return {}
+        return {"weight_decay": self.wd_schedule.apply(self.optimizer, self.step)}
 
     def _clip_gradients(self) -> dict[str, float]:
         """Scale the gradients down to ``optimizer.clip_grad_norm`` (global L2 norm, after

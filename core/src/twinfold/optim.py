@@ -47,7 +47,8 @@ def param_groups(module: nn.Module, cfg: OptimizerConfig, scale: float) -> list[
     Each group holds ``params``, ``lr`` and ``base_lr`` (both the peak rate: ``cfg.lr x
     scale``, or ``cfg.bias_and_norm_lr x scale`` for biases and norms when set),
     ``weight_decay`` and ``lars_exclude`` (0 and True for biases and norms when
-    ``cfg.exclude_bias_and_norm``), ``fixed_lr`` and a readable ``name``:
+    ``cfg.exclude_bias_and_norm``), ``decays`` (whether ``weight_decay`` follows a
+    :class:`twinfold.schedule.WeightDecaySchedule`), ``fixed_lr`` and a readable ``name``:
     ``scheduled/weights``, ``scheduled/bias_norm``, and for fixed groups the sub-module
     names, e.g. ``predictor/weights``. Scheduled weights come first.
 
@@ -86,6 +87,7 @@ def param_groups(module: nn.Module, cfg: OptimizerConfig, scale: float) -> list[
                 "lr": peak,
                 "base_lr": peak,
                 "weight_decay": 0.0 if excluded else cfg.weight_decay,
+                "decays": not excluded,
                 "lars_exclude": excluded,
                 "fixed_lr": fixed,
             }

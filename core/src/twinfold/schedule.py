@@ -1,7 +1,10 @@
 """Learning-rate schedule: linear warm-up (Goyal et al. 2017), then cosine decay without
 restarts (Loshchilov & Hutter 2017, Eq. 5) from the peak to ``final_lr_ratio`` x peak, as
 in BYOL (Grill et al. 2020) and Barlow Twins (Zbontar et al. 2021). Groups with
-``fixed_lr`` keep their peak rate throughout (SimSiam, Chen & He 2021, Sec. 4.4)."""
+``fixed_lr`` keep their peak rate throughout (SimSiam, Chen & He 2021, Sec. 4.4).
+
+Weight decay: constant, or a cosine from ``weight_decay`` to ``weight_decay_end`` over
+the whole run (DINO, Caron et al. 2021, Sec. 4.1: 0.04 to 0.4 for ViTs)."""
 
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from twinfold.config.models import ScheduleConfig
+from twinfold.config.models import OptimizerConfig, ScheduleConfig
 
-__all__ = ["LRSchedule"]
+__all__ = ["LRSchedule", "WeightDecaySchedule"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +86,46 @@ class LRSchedule:
             total = min(total, max_steps)
         warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
         return cls(total_steps=total, warmup_steps=warmup, final_lr_ratio=cfg.final_lr_ratio)
+
+
+@dataclass(frozen=True)
+class WeightDecaySchedule:
+    """Weight decay at 0-based optimizer step ``step``: ``end + (start - end) * (1 +
+    cos(pi * t)) / 2`` with ``t = step / total_steps`` clipped to [0, 1], so step 0 runs at
+    ``start`` and ``end`` is reached at ``step == total_steps`` (DINO's reference code:
+    a cosine over every iteration, no warm-up). It sets the groups whose ``decays`` key is
+    true (made by :func:`twinfold.optim.param_groups`; a group without the key counts as
+    decaying when its ``weight_decay`` is above 0)."""
+
+    start: float
+    end: float
+    total_steps: int
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.end < 0:
+            raise ValueError(f"weight decay must be >= 0, got {self.start} and {self.end}")
+        if self.total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {self.total_steps}")
+
+    def value(self, step: int) -> float:
+        """The weight decay at 0-based ``step``."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        t = min(step / self.total_steps, 1.0)
+        return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        """Set ``weight_decay = value(step)`` in every decaying group; returns the value."""
+        wd = self.value(step)
+        for group in optimizer.param_groups:
+            if group.setdefault("decays", group["weight_decay"] > 0):
+                group["weight_decay"] = wd
+        return wd
+
+    @classmethod
+    def from_config(cls, cfg: OptimizerConfig, total_steps: int) -> WeightDecaySchedule | None:
+        """The schedule of ``cfg.weight_decay`` -> ``cfg.weight_decay_end``, or ``None``
+        when ``weight_decay_end`` is unset (constant weight decay)."""
+        if cfg.weight_decay_end is None:
+            return None
+        return cls(start=cfg.weight_decay, end=cfg.weight_decay_end, total_steps=total_steps)

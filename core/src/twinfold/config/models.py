@@ -209,6 +209,12 @@ class OptimizerConfig(StrictModel):
     name: Literal["sgd", "adamw", "lars"] = "lars"
     lr: float = Field(0.2, gt=0)
     weight_decay: float = Field(1e-6, ge=0)
+    weight_decay_end: float | None = Field(
+        None,
+        ge=0,
+        description="cosine from weight_decay at the first step to this at the end of "
+        "training, in the groups that decay (DINO's ViTs: 0.04 -> 0.4); None: constant",
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD and LARS momentum")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
     trust_coefficient: float = Field(1e-3, gt=0, description="LARS trust coefficient")

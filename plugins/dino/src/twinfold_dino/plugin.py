@@ -9,7 +9,7 @@ from twinfold import Component, Preset, hookimpl
 from twinfold.builtins.views import build_simclr_views
 from twinfold_dino.head import DINOHeadConfig, build_dino_head
 from twinfold_dino.loss import DINOLossConfig, build_dino_loss
-from twinfold_dino.presets import DINO, DINO_SMALL
+from twinfold_dino.presets import DINO, DINO_SMALL, DINO_VIT_SMALL
 from twinfold_dino.views import DINOViewsConfig
 
 
@@ -34,5 +34,6 @@ def twinfold_augmentations() -> Iterator[Component]:
 
 @hookimpl
 def twinfold_presets() -> Iterator[Preset]:
+    yield DINO_VIT_SMALL
     yield DINO
     yield DINO_SMALL
