@@ -76,12 +76,12 @@ SIMSIAM_SMALL = Preset(
             "fixed_lr": ["predictor"],
         },
         "schedule": {"warmup_epochs": 0, "final_lr_ratio": 0.0},
-        "trainer": {"epochs": 20, "accelerator": "cpu", "log_every": 5},
+        "trainer": {"epochs": 30, "accelerator": "cpu", "log_every": 5},
         "evaluation": {"every_n_epochs": 5},
     },
     deviations=(
         "Not the paper's recipe: embedded 8x8 digits upscaled to 32 px, a small residual CNN, "
-        "a 512-512-512 projector and a 512-128-512 predictor, batch 64, 20 epochs, base lr "
+        "a 512-512-512 projector and a 512-128-512 predictor, batch 64, 30 epochs, base lr "
         "0.5 (0.125 after the x B/256 scaling) instead of 0.05.",
         "Views: crop area (0.3, 1), no flip, no hue/saturation jitter and no grayscale "
         "(digits are grey and not mirror-symmetric).",
