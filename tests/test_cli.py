@@ -97,6 +97,17 @@ def test_config_errors_exit_2_with_all_problems_and_write_nothing(tmp_path: Path
     assert not (tmp_path / "runs").exists()
 
 
+def test_unknown_sub_module_in_lr_rules_is_a_config_error(tmp_path: Path) -> None:
+    overrides = ["optimizer.lr_multipliers.predicter=10", "optimizer.fixed_lr=[encodr]"]
+    code, _, err = run_here("train", *sets([*TINY, *overrides]), cwd=tmp_path)
+    assert code == 2 and "Traceback" not in err
+    assert "optimizer.lr_multipliers: entry 'predicter'" in err
+    assert "optimizer.fixed_lr: entry 'encodr'" in err
+    assert "did you mean 'predictor'" in err and "did you mean 'encoder'" in err
+    assert err.count("sub-modules with parameters are: encoder, predictor, projector") == 2
+    assert not (tmp_path / "runs").exists()
+
+
 def test_config_show_and_schema(tmp_path: Path) -> None:
     code, out, err = run_here("config", "show", "--set", "trainer.epochs=3", cwd=tmp_path)
     assert code == 0, err

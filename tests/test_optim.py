@@ -7,10 +7,12 @@ import io
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from twinfold.config import OptimizerConfig, ScheduleConfig
-from twinfold.optim import LARS, build_optimizer, lr_scale, param_groups
+from twinfold.optim import LARS, build_optimizer, group_name_problems, lr_scale, param_groups
+from twinfold.schedule import LRSchedule
 
 
 def reference_lars(p, g, m, *, lr, wd, mom, eta, exclude):
@@ -176,6 +178,88 @@ def test_param_groups_unknown_fixed_lr_entry() -> None:
     bare = nn.ModuleDict({"encoder": nn.Linear(2, 2), "predictor": nn.Identity()})
     with pytest.raises(ValueError, match=r"'predictor' matches no parameter.*: encoder$"):
         param_groups(bare, OptimizerConfig(fixed_lr=["predictor"]), 1.0)
+
+
+def test_param_groups_lr_multipliers() -> None:
+    net = Net()
+    cfg = OptimizerConfig(
+        lr=0.2,
+        bias_and_norm_lr=0.01,
+        lr_multipliers={"predictor": 10, "projector": 1},
+        fixed_lr=["encoder"],
+    )
+    groups = {g["name"]: g for g in param_groups(net, cfg, scale=0.5)}
+    assert list(groups) == [
+        "scheduled/weights",
+        "scheduled/bias_norm",
+        "predictor/weights",
+        "predictor/bias_norm",
+        "encoder/weights",
+        "encoder/bias_norm",
+    ]
+    pred = net.predictor
+    assert ids(groups["predictor/weights"]["params"]) == ids([pred[0].weight, pred[2].weight])
+    assert ids(groups["scheduled/weights"]["params"]) == ids([net.projector[0].weight])
+    rates = {name: (g["lr"], g["base_lr"], g["lr_multiplier"]) for name, g in groups.items()}
+    assert rates == {
+        "scheduled/weights": (0.1, 0.1, 1.0),
+        "scheduled/bias_norm": (0.005, 0.005, 1.0),
+        "predictor/weights": (1.0, 1.0, 10.0),
+        "predictor/bias_norm": (0.05, 0.05, 10.0),
+        "encoder/weights": (0.1, 0.1, 1.0),
+        "encoder/bias_norm": (0.005, 0.005, 1.0),
+    }
+    assert not groups["predictor/weights"]["fixed_lr"] and groups["encoder/weights"]["fixed_lr"]
+
+
+def test_param_groups_fixed_and_multiplied_share_a_group() -> None:
+    cfg = OptimizerConfig(
+        lr=0.1, lr_multipliers={"predictor": 3, "projector": 3}, fixed_lr=["projector"]
+    )
+    groups = {g["name"]: g for g in param_groups(Net(), cfg, 1.0)}
+    assert set(groups) == {
+        "scheduled/weights",
+        "scheduled/bias_norm",
+        "predictor/weights",
+        "predictor/bias_norm",
+        "projector/weights",
+        "projector/bias_norm",
+    }
+    assert groups["projector/weights"]["fixed_lr"] and not groups["predictor/weights"]["fixed_lr"]
+    assert (
+        groups["projector/weights"]["lr"] == groups["predictor/weights"]["lr"] == pytest.approx(0.3)
+    )
+    both = OptimizerConfig(lr=0.1, lr_multipliers={"predictor": 3, "projector": 3})
+    names = [g["name"] for g in param_groups(Net(), both, 1.0)]
+    assert names[2:] == ["predictor+projector/weights", "predictor+projector/bias_norm"]
+
+
+def test_lr_multipliers_follow_the_schedule() -> None:
+    net = nn.ModuleDict({"encoder": nn.Linear(3, 3), "predictor": nn.Linear(3, 3)})
+    cfg = OptimizerConfig(name="sgd", lr=0.1, lr_multipliers={"predictor": 10})
+    opt = build_optimizer(net, cfg, scale=1.0)
+    schedule = LRSchedule(total_steps=10, warmup_steps=2, final_lr_ratio=0.0)
+    factor = schedule.apply(opt, 5)
+    assert 0 < factor < 1
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs["predictor/weights"] == pytest.approx(10 * lrs["scheduled/weights"])
+    assert lrs["scheduled/weights"] == pytest.approx(0.1 * factor)
+
+
+def test_lr_multipliers_config_and_unknown_names() -> None:
+    with pytest.raises(ValidationError, match="greater than 0"):
+        OptimizerConfig(lr_multipliers={"predictor": 0})
+    cfg = OptimizerConfig(lr_multipliers={"predicter": 10})
+    assert group_name_problems(Net(), cfg) == [
+        (
+            "optimizer.lr_multipliers",
+            "entry 'predicter' matches no parameter of the online module (did you mean "
+            "'predictor'?); its top-level sub-modules with parameters are: encoder, "
+            "predictor, projector",
+        )
+    ]
+    with pytest.raises(ValueError, match=r"^optimizer.lr_multipliers entry 'predicter'"):
+        param_groups(Net(), cfg, 1.0)
 
 
 def test_lr_scale() -> None:

@@ -4,11 +4,13 @@ Biases and normalisation parameters can be excluded from weight decay and from t
 trust ratio and given their own learning rate (Barlow Twins: 0.2 for weights, 0.0048 for
 biases and norms); position embeddings and class tokens of ViTs join the biases and norms
 (``no_decay_names``); sub-modules named in ``fixed_lr`` keep their peak learning rate through
-the schedule (SimSiam's predictor, Chen & He 2021, Sec. 4.4).
+the schedule (SimSiam's predictor, Chen & He 2021, Sec. 4.4); ``lr_multipliers`` scale the
+rate of whole sub-modules (a faster predictor, Tian et al. 2021).
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Iterable
 from typing import Any
@@ -18,7 +20,7 @@ from torch import Tensor, nn
 
 from twinfold.config.models import OptimizerConfig, ScheduleConfig
 
-__all__ = ["LARS", "build_optimizer", "lr_scale", "param_groups"]
+__all__ = ["LARS", "build_optimizer", "group_name_problems", "lr_scale", "param_groups"]
 
 
 def lr_scale(cfg: ScheduleConfig, global_batch_size: int) -> float:
@@ -38,51 +40,91 @@ def _is_bias_or_norm(name: str, p: Tensor, no_decay_names: Iterable[str]) -> boo
     return p.ndim <= 1 or any(fnmatch.fnmatchcase(name, pattern) for pattern in no_decay_names)
 
 
+def _top_level_names(module: nn.Module) -> list[str]:
+    """The first components of ``module``'s parameter names, sorted (``encoder``,
+    ``predictor``, ``projector`` for an online network)."""
+    return sorted({name.split(".", 1)[0] for name, _ in module.named_parameters()})
+
+
+def group_name_problems(module: nn.Module, cfg: OptimizerConfig) -> list[tuple[str, str]]:
+    """``(config path, message)`` for every ``cfg.fixed_lr`` entry and ``cfg.lr_multipliers``
+    key that names no top-level sub-module of ``module`` with parameters; the message
+    suggests close matches and lists the valid names."""
+    tops = _top_level_names(module)
+    problems = []
+    for path, names in (
+        ("optimizer.fixed_lr", cfg.fixed_lr),
+        ("optimizer.lr_multipliers", list(cfg.lr_multipliers)),
+    ):
+        for entry in (name for name in names if name not in tops):
+            close = difflib.get_close_matches(entry, tops, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(
+                (
+                    path,
+                    f"entry {entry!r} matches no parameter of the online module{hint}; its "
+                    f"top-level sub-modules with parameters are: {', '.join(tops)}",
+                )
+            )
+    return problems
+
+
+def _group_label(fixed: bool, factor: float, modules: list[str]) -> str:
+    """``scheduled`` for the groups that follow the schedule at the base rate, else the
+    names of the sub-modules split off into the group (``predictor``, ``projector+predictor``)."""
+    return "+".join(modules) if fixed or factor != 1.0 else "scheduled"
+
+
 def param_groups(module: nn.Module, cfg: OptimizerConfig, scale: float) -> list[dict[str, Any]]:
     """Split the trainable parameters of ``module`` by (in a ``fixed_lr`` sub-module or not)
-    x (bias/norm or not); empty groups are dropped. "bias/norm" are the tensors with at
-    most one dimension and those whose full name (``encoder.backbone.pos_embed``) matches a
+    x (learning-rate factor from ``cfg.lr_multipliers``, 1 by default) x (bias/norm or
+    not); empty groups are dropped. "bias/norm" are the tensors with at most one dimension
+    and those whose full name (``encoder.backbone.pos_embed``) matches a
     ``cfg.no_decay_names`` pattern.
 
     Each group holds ``params``, ``lr`` and ``base_lr`` (both the peak rate: ``cfg.lr x
-    scale``, or ``cfg.bias_and_norm_lr x scale`` for biases and norms when set),
-    ``weight_decay`` and ``lars_exclude`` (0 and True for biases and norms when
+    scale x factor``, or ``cfg.bias_and_norm_lr x scale x factor`` for biases and norms
+    when set), ``weight_decay`` and ``lars_exclude`` (0 and True for biases and norms when
     ``cfg.exclude_bias_and_norm``), ``decays`` (whether ``weight_decay`` follows a
-    :class:`twinfold.schedule.WeightDecaySchedule`), ``fixed_lr`` and a readable ``name``:
-    ``scheduled/weights``, ``scheduled/bias_norm``, and for fixed groups the sub-module
-    names, e.g. ``predictor/weights``. Scheduled weights come first.
+    :class:`twinfold.schedule.WeightDecaySchedule`), ``fixed_lr``, ``lr_multiplier`` (the
+    factor) and a readable ``name``: ``scheduled/weights``, ``scheduled/bias_norm``, and
+    for the groups split off by ``fixed_lr`` or ``lr_multipliers`` the sub-module names,
+    e.g. ``predictor/weights``. Scheduled weights at factor 1 come first.
 
-    A ``fixed_lr`` entry is matched against the first component of the parameter names
-    (``predictor`` matches ``predictor.layers.0.weight``); one matching no parameter raises
-    ``ValueError``.
+    ``fixed_lr`` entries and ``lr_multipliers`` keys are matched against the first
+    component of the parameter names (``predictor`` matches ``predictor.layers.0.weight``);
+    one matching no parameter raises ``ValueError`` (:func:`group_name_problems`).
     """
-    named = list(module.named_parameters())
-    tops = sorted({name.split(".", 1)[0] for name, _ in named})
-    unknown = [entry for entry in cfg.fixed_lr if entry not in tops]
-    if unknown:
-        raise ValueError(
-            f"optimizer.fixed_lr entry {unknown[0]!r} matches no parameter of the online "
-            f"module; its top-level sub-modules with parameters are: {', '.join(tops)}"
-        )
+    problems = group_name_problems(module, cfg)
+    if problems:
+        path, message = problems[0]
+        raise ValueError(f"{path} {message}")
     fixed_names = set(cfg.fixed_lr)
     no_decay = tuple(cfg.no_decay_names)
-    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, p in named:
+    buckets: dict[tuple[bool, float, bool], list[nn.Parameter]] = {}
+    modules: dict[tuple[bool, float], list[str]] = {}
+    order = {name: i for i, name in enumerate([*cfg.fixed_lr, *cfg.lr_multipliers])}
+    for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        key = (name.split(".", 1)[0] in fixed_names, _is_bias_or_norm(name, p, no_decay))
-        buckets.setdefault(key, []).append(p)
+        top = name.split(".", 1)[0]
+        fixed, factor = top in fixed_names, float(cfg.lr_multipliers.get(top, 1.0))
+        buckets.setdefault((fixed, factor, _is_bias_or_norm(name, p, no_decay)), []).append(p)
+        members = modules.setdefault((fixed, factor), [])
+        if top not in members:
+            members.append(top)
 
-    fixed_label = "+".join(dict.fromkeys(cfg.fixed_lr))  # config order, no duplicates
     groups: list[dict[str, Any]] = []
-    for fixed, bias_norm in sorted(buckets):  # (False, False) first: the logged group
+    # (not fixed, factor 1, weights) first: the logged group
+    for fixed, factor, bias_norm in sorted(buckets, key=lambda k: (k[0], k[1] != 1.0, *k[1:])):
         excluded = bias_norm and cfg.exclude_bias_and_norm
         base = cfg.bias_and_norm_lr if bias_norm and cfg.bias_and_norm_lr is not None else cfg.lr
-        peak = base * scale
+        peak = base * scale * factor
+        members = sorted(modules[(fixed, factor)], key=lambda m: order.get(m, -1))
         groups.append(
             {
-                "params": buckets[(fixed, bias_norm)],
-                "name": f"{fixed_label if fixed else 'scheduled'}/"
+                "params": buckets[(fixed, factor, bias_norm)],
+                "name": f"{_group_label(fixed, factor, members)}/"
                 f"{'bias_norm' if bias_norm else 'weights'}",
                 "lr": peak,
                 "base_lr": peak,
@@ -90,6 +132,7 @@ def param_groups(module: nn.Module, cfg: OptimizerConfig, scale: float) -> list[
                 "decays": not excluded,
                 "lars_exclude": excluded,
                 "fixed_lr": fixed,
+                "lr_multiplier": factor,
             }
         )
     return groups

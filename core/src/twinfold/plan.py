@@ -29,6 +29,7 @@ from twinfold.fast_path import (
 )
 from twinfold.method import SiameseMethod, build_method
 from twinfold.metric_sinks import check_installed
+from twinfold.optim import group_name_problems
 from twinfold.registry import Registry, default_registry
 from twinfold.resume import ResumeDecision, decide_resume
 
@@ -220,6 +221,15 @@ def check_encoder_input(cfg: RunConfig, encoder: nn.Module) -> None:
         )  # fmt: skip
 
 
+def _check_param_group_names(cfg: RunConfig, online: nn.Module) -> None:
+    """``optimizer.fixed_lr`` and ``optimizer.lr_multipliers`` name sub-modules of the
+    online network (``encoder``, ``projector``, ``predictor``): a typo is a config error
+    before the run starts, not an error in the training process."""
+    problems = group_name_problems(online, cfg.optimizer)
+    if problems:
+        raise ConfigError(problems)
+
+
 def prepare_run(cfg: RunConfig, registry: Registry | None = None) -> tuple[RunPlan, Fabric]:
     """Decide and check everything before launch; the plan and the Fabric to launch."""
     components = registry or default_registry()
@@ -235,6 +245,7 @@ def prepare_run(cfg: RunConfig, registry: Registry | None = None) -> tuple[RunPl
     with torch.random.fork_rng(devices=[]):  # a trial build: the run's seed is set later
         parts = build_parts(cfg, components)
         check_encoder_input(cfg, parts.method.backbone)
+        _check_param_group_names(cfg, parts.method.online)
     engine = choose_view_engine(cfg, parts.pipeline, components)
     _check_one_batch(len(parts.sources.train), fabric.world_size, batch)
     _check_knn_bank(cfg, parts.sources)

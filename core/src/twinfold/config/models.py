@@ -236,6 +236,11 @@ class OptimizerConfig(StrictModel):
         default_factory=list,
         description="online sub-modules (e.g. 'predictor') that keep their initial lr",
     )
+    lr_multipliers: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="online sub-module -> factor on its learning rate, biases and norms "
+        "included (e.g. {predictor: 10}: a faster predictor); the others keep factor 1",
+    )
     implementation: Literal["auto", "fused", "foreach", "for-loop"] = Field(
         "auto",
         description="optimizer kernels; 'auto': fused for sgd and adamw where torch has "

@@ -78,12 +78,12 @@ BARLOW_TWINS_SMALL = Preset(
             "weight_decay": 1.5e-6,
         },
         "schedule": {"warmup_epochs": 2, "final_lr_ratio": 0.001},
-        "trainer": {"epochs": 20, "accelerator": "cpu", "log_every": 5},
+        "trainer": {"epochs": 30, "accelerator": "cpu", "log_every": 5},
         "evaluation": {"every_n_epochs": 5},
     },
     deviations=(
         "Not the paper's recipe: embedded 8x8 digits upscaled to 32 px, a small residual CNN, "
-        "a 512-512-512 projector, batch 256, 20 epochs, 2 warm-up epochs.",
+        "a 512-512-512 projector, batch 256, 30 epochs, 2 warm-up epochs.",
         "Views: crop area (0.3, 1), no flip, no hue/saturation jitter and no grayscale "
         "(digits are grey and not mirror-symmetric).",
     ),
