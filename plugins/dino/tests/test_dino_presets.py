@@ -106,7 +106,7 @@ def test_vit_small_recipe_trains_a_tiny_vit_on_multi_crop(tmp_path: Path) -> Non
             "optimizer": {"lr": 0.01},
             "trainer": {"epochs": 1, "max_steps": 2, "accelerator": "cpu", "log_every": 1,
                         "progress_bar": False},
-            "run": {"output_dir": str(tmp_path), "name": "vit"},
+            "run": {"output_dir": str(tmp_path), "name": "vit", "plots": False},
             "evaluation": {"at_end": False},
         }
     )  # fmt: skip
