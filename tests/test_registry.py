@@ -4,6 +4,7 @@ and blocked plugins, did-you-mean."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -19,6 +20,7 @@ from twinfold import (
     UnknownComponentError,
     hookimpl,
 )
+from twinfold.first_party import PROVIDERS, SOURCE_DIRS
 from twinfold.registry import PluginLoadWarning
 
 
@@ -41,6 +43,37 @@ def test_installed_byol_plugin_is_discovered_by_entry_point() -> None:
     assert rec.distribution == "twinfold-byol" and rec.plugin == "byol"
     assert {"ema", "scaled-copy", "none"} <= set(reg.available("target"))
     assert {"byol", "byol-small"} <= set(reg.available("preset"))
+
+
+def test_first_party_table_matches_the_installed_plugins() -> None:
+    reg = Registry()
+    listed = {
+        (kind, name): dist
+        for dist, kinds in PROVIDERS.items()
+        for kind, names in kinds.items()
+        for name in names
+    }
+    shipped = {
+        (r.kind, r.name): r.distribution for r in reg.records() if r.distribution in PROVIDERS
+    }
+    assert listed == shipped
+    root = Path(__file__).resolve().parents[1]
+    assert all((root / folder / "pyproject.toml").is_file() for folder in SOURCE_DIRS.values())
+
+
+def test_a_missing_first_party_plugin_says_what_to_install() -> None:
+    with pytest.raises(UnknownComponentError) as info:
+        Registry(entry_points=False).get("encoder", "timm")
+    assert "provided by the twinfold-timm plugin, which is not installed" in str(info.value)
+    assert "pip install twinfold-timm" in str(info.value)
+    assert "pip install -e plugins/timm" in str(info.value)
+    with pytest.raises(UnknownComponentError) as info:  # blocked, not missing: no pip advice
+        Registry(blocked=["twinfold-timm"]).get("encoder", "timm")
+    assert "Blocked plugins: timm (twinfold-timm)" in str(info.value)
+    assert "pip install" not in str(info.value)
+    with pytest.raises(UnknownComponentError) as info:  # not first-party: no advice
+        Registry(entry_points=False).get("encoder", "timmy")
+    assert "pip install" not in str(info.value)
 
 
 def test_third_party_plugin_installed_with_pip(fixture_paths: list[str]) -> None:

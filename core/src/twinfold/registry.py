@@ -33,6 +33,7 @@ from twinfold.errors import (
     PluginLoadError,
     UnknownComponentError,
 )
+from twinfold.first_party import install_hint, provider
 from twinfold.hookspecs import KINDS, ComponentKind
 from twinfold.records import BrokenPlugin, Component, Preset, Registered
 from twinfold.validation import problems_from_validation
@@ -211,6 +212,9 @@ class Registry:
         if close:
             msg += f" Did you mean {' or '.join(repr(c) for c in close)}?"
         msg += f" Installed {kind} names: {', '.join(names) or '(none)'}."
+        dist = provider(kind, name)
+        if dist is not None and not any(f"({dist})" in s for s in self.skipped):
+            msg += install_hint(dist, name)
         if self.broken:
             msg += " Plugins that failed to load: " + "; ".join(
                 f"{b.entry_point} ({b.distribution}): {b.error}" for b in self.broken

@@ -63,8 +63,9 @@ def test_plain_loop_computes_twinfolds_loss_and_groups(bench: ModuleType) -> Non
 
 
 def test_the_vit_benchmark_runs(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--batch", "4", "--size", "16", "--patch", "8", "--depth", "1", "--repeats", "1"]
-    medians = bench.main(argv)
-    assert set(medians) == {"plain, fp32", "twinfold, fp32", "plain, bf16", "twinfold, bf16"}
+    argv = ["--batch", "4", "--size", "16", "--patch", "8", "--depth", "1", "--repeats", "2"]
+    ratios = bench.main(argv)
+    assert set(ratios) == {"fp32", "bf16"}
+    assert all(len(r) == 2 and all(0 < x < 100 for x in r) for r in ratios.values())
     out = capsys.readouterr().out
     assert "twinfold / plain" in out and "bf16" in out
