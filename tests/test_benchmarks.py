@@ -188,6 +188,8 @@ def test_the_lightly_end_to_end_loop_runs(tmp_path: Path) -> None:
     cfg = e2e.timed_config(TINY_RUN, 1, tmp_path, "tiny")
     timing = e2e.time_lightly(cfg, epochs=2, workers=0)
     assert len(timing.epoch_seconds) == 2 and min(timing.epoch_seconds) > 0
+    # the time spent waiting for the views is part of each epoch
+    assert all(0 < d < e for d, e in zip(timing.data_seconds, timing.epoch_seconds, strict=True))
     assert "BYOLPredictionHead(128, 512, 128)" in str(timing.settings["lightly"])
     fast = e2e.time_lightly(cfg, epochs=1, workers=0, fast=True)
     assert fast.settings["precision"] == "bf16 autocast + channels_last"
@@ -261,3 +263,18 @@ def test_the_step_profile_puts_the_time_in_groups(capsys: pytest.CaptureFixture[
         assert sum(share.values()) == pytest.approx(1.0)
         assert share["convolution"] > 0.05  # a CNN's step: convolutions take a visible part
     assert "convolutions alone" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- epoch_profile.py
+def test_the_epoch_profile_splits_a_real_run(tmp_path: Path) -> None:
+    profile = _load("epoch_profile")
+    cfg = profile.end_to_end().timed_config(TINY_RUN, 1, tmp_path, "tiny")
+    parts, total, switches = profile.twinfold_parts(cfg)
+    assert set(profile.PARTS.values()) < set(parts)
+    for part in ("data loading (crops, collate)", "views (the batched engine)", "backward",
+                 "forward (online + target, loss)", "optimizer step", "checkpointing"):  # fmt: skip
+        assert parts[part] > 0, part
+    # the parts are disjoint calls within the epoch: their sum is the epoch's time
+    assert sum(parts.values()) == pytest.approx(total)
+    assert parts["other (the loop's own Python)"] > -0.01 * total
+    assert switches.startswith(("bf16-mixed", "32-true"))

@@ -94,6 +94,8 @@ class Timing:
 
     epoch_seconds: list[float]
     settings: dict[str, object] = field(default_factory=dict)
+    data_seconds: list[float] = field(default_factory=list)
+    """lightly: seconds of each epoch spent waiting for the loader's next batch (its views)"""
 
 
 def steps_per_epoch(cfg: RunConfig) -> int:
@@ -178,16 +180,23 @@ def time_lightly(
         built.opt, warmup, total, end_value=cfg.schedule.final_lr_ratio
     )
     go = step_module.variant(built, built.modules(), fast)
-    seconds, last = [], time.perf_counter()
+    seconds, waiting, last = [], [], time.perf_counter()
     for _ in range(epochs):
-        for batch in loader:
+        batches, waited = iter(loader), 0.0
+        while True:
+            asked = time.perf_counter()
+            batch = next(batches, None)
+            waited += time.perf_counter() - asked
+            if batch is None:
+                break
             go(batch)
             schedule.step()
         now = time.perf_counter()
         seconds.append(now - last)
+        waiting.append(waited)
         last = now
     precision = "bf16 autocast + channels_last" if fast else "fp32 (no autocast)"
-    return Timing(seconds, {"lightly": built.description, "precision": precision})
+    return Timing(seconds, {"lightly": built.description, "precision": precision}, waiting)
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
