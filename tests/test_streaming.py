@@ -226,3 +226,29 @@ def test_streaming_needs_a_root_and_keeps_uris() -> None:
     data = {"dataset": "streaming", "root": "s3://bucket/shards"}
     cfg = twinfold.load_config({"preset": "byol-small", "data": data})
     assert cfg.data.root == "s3://bucket/shards"
+
+
+def test_shards_decoded_on_the_device_give_the_workers_crops(site: tuple[Path, Path]) -> None:
+    """``data.decode_on: device`` on shards: JPEG samples stay encoded (named by sample
+    and shard), and the crops made in the training process equal the workers' ones."""
+    from twinfold.augment import BatchedViews
+    from twinfold.augment.collate import EncodedViewsCollate
+    from twinfold.data.datasets import SeededImageDataset
+    from twinfold.data.device_decode import decode_and_crop
+    from twinfold.data.encoded import EncodedJPEG
+    from twinfold.data.loaders import CroppedViewsCollate
+    from twinfold_byol.views import BYOLViewsConfig
+
+    source = StreamingSource(site[1])
+    engine = BatchedViews.from_config(BYOLViewsConfig(image_size=16))
+    device = SeededImageDataset(source, seed=2, encoded=True)
+    items = [device[i] for i in range(len(source))]
+    kept = [item[0] for item in items if isinstance(item[0], EncodedJPEG)]
+    assert len(kept) == 8 and "in shard 'chunk-" in kept[0].name  # the 8 JPEGs of 24
+    crops, _, full = decode_and_crop(
+        engine, EncodedViewsCollate(engine)(items), torch.device("cpu"), source
+    )
+    workers = SeededImageDataset(source, seed=2)
+    crops2, _, full2 = CroppedViewsCollate(engine)([workers[i] for i in range(len(source))])
+    for v in range(2):
+        assert torch.equal(crops[v], crops2[v]) and torch.equal(full[v].jitter, full2[v].jitter)

@@ -19,6 +19,7 @@ from torch import nn
 from twinfold.components import ViewPipeline
 from twinfold.config import RunConfig
 from twinfold.data import DataSources, build_sources
+from twinfold.data.encoded import has_torchcodec
 from twinfold.errors import ConfigError
 from twinfold.fast_path import (
     BackendSettings,
@@ -161,6 +162,26 @@ def choose_view_engine(cfg: RunConfig, pipeline: ViewPipeline, registry: Registr
     return setting
 
 
+def check_decode_on(cfg: RunConfig, engine: str, pipeline: ViewPipeline, fixed_size: bool,
+                    accelerator: str) -> None:  # fmt: skip
+    """``data.decode_on: device`` needs JPEG files (an image folder or shards), the
+    batched engine of the simclr-views family, JPEGs decoded in full, and TorchCodec
+    off the CPU."""
+    if cfg.data.decode_on == "workers":
+        return
+    why = None
+    if fixed_size:
+        why = f"dataset '{cfg.data.dataset}' holds decoded images (for 'folder' and 'streaming')"
+    elif engine != "batched" or not hasattr(pipeline.batched_engine(), "crop_per_sample"):
+        why = "it needs the batched views of the simclr-views family (data.view_engine: batched)"
+    elif cfg.data.jpeg_reduction != 1:
+        why = "data.jpeg_reduction decodes in the workers; set it to 1 (the device decodes in full)"
+    elif accelerator != "cpu" and not has_torchcodec():
+        why = "decoding on a device needs TorchCodec: pip install 'twinfold[torchcodec]'"
+    if why is not None:
+        raise ConfigError([("data.decode_on", f"'device': {why}, or set data.decode_on=workers")])
+
+
 def _check_one_batch(train_images: int, world: int, batch: int) -> None:
     if train_images // world < batch:
         raise ConfigError(
@@ -247,6 +268,8 @@ def prepare_run(cfg: RunConfig, registry: Registry | None = None) -> tuple[RunPl
         check_encoder_input(cfg, parts.method.backbone)
         _check_param_group_names(cfg, parts.method.online)
     engine = choose_view_engine(cfg, parts.pipeline, components)
+    fixed = parts.sources.train.fixed_size
+    check_decode_on(cfg, engine, parts.pipeline, fixed, settings.accelerator)
     _check_one_batch(len(parts.sources.train), fabric.world_size, batch)
     _check_knn_bank(cfg, parts.sources)
     plan = RunPlan(cfg, settings, fabric.world_size, batch, engine, resume, registry)
@@ -257,6 +280,7 @@ __all__ = [
     "RunParts",
     "RunPlan",
     "build_parts",
+    "check_decode_on",
     "check_encoder_input",
     "choose_view_engine",
     "make_fabric",

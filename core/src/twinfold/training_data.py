@@ -13,10 +13,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from twinfold.augment.collate import EncodedImages, EncodedViewsCollate
 from twinfold.components import BatchedViewEngine, ViewPipeline
 from twinfold.config import RunConfig
 from twinfold.data.base import ImageSource
 from twinfold.data.datasets import MultiViewDataset, SeededImageDataset
+from twinfold.data.device_decode import decode_and_crop
 from twinfold.data.loaders import ResumableSampler, build_train_loader, collate_views
 
 
@@ -40,8 +42,12 @@ class TrainingData:
         self.dataset.set_epoch(epoch)
 
     def make_views(self, batch: Any, fabric: Any) -> list[Tensor]:
-        """The views of a batch on the training device (made there by the engine)."""
+        """The views of a batch on the training device (made there by the engine; JPEGs
+        handed over encoded, ``data.decode_on: device``, decoded and cropped there first)."""
         if self.engine is not None:
+            if isinstance(batch[0], EncodedImages):
+                source = self.dataset.source
+                batch = decode_and_crop(self.engine, batch, fabric.device, source)  # type: ignore[arg-type]
             views = self.engine.make_views(batch, fabric.device)
         else:
             views = fabric.to_device(batch)
@@ -80,8 +86,13 @@ def training_data(
     dataset: MultiViewDataset | SeededImageDataset
     if engine is not None:
         reduction = _jpeg_reduction(engine, cfg.data.jpeg_reduction, train.fixed_size)
-        dataset = SeededImageDataset(train, cfg.run.seed, reduction)
-        collate: Any = engine.collate_fn(fixed_size=train.fixed_size)
+        encoded = cfg.data.decode_on == "device"  # checked by twinfold.plan.check_decode_on
+        dataset = SeededImageDataset(train, cfg.run.seed, reduction, encoded=encoded)
+        collate: Any = (
+            EncodedViewsCollate(engine)
+            if encoded
+            else engine.collate_fn(fixed_size=train.fixed_size)
+        )
     else:
         dataset = MultiViewDataset(train, pipeline, cfg.run.seed)
         collate = collate_views

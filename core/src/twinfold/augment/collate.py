@@ -4,6 +4,7 @@ into a uint8 batch plus each sample's view parameters, drawn from its own seed."
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -59,3 +60,35 @@ class CroppedViewsCollate(BatchedViewsCollate):
         params = self.engine.sample_per_sample_sizes(seeds, sizes)
         crops, full = self.engine.crop_per_sample(images, params, sizes)
         return crops, torch.tensor(indices, dtype=torch.long), full
+
+
+@dataclass
+class EncodedImages:
+    """A batch's images as the workers hand them over for decoding on the training
+    device (``data.decode_on: device``): each an
+    :class:`~twinfold.data.encoded.EncodedJPEG` or, for other formats, the uint8 image
+    the worker decoded; ``seeds`` and ``sizes`` (each image's full size, which its view
+    parameters were drawn for) in batch order."""
+
+    images: list[Any]
+    seeds: list[int]
+    sizes: list[tuple[int, int]]
+
+    def pin_memory(self) -> EncodedImages:
+        """The decoder reads the bytes on the CPU: nothing to pin."""
+        return self
+
+
+class EncodedViewsCollate(BatchedViewsCollate):
+    """For ``data.decode_on: device``: each sample's view parameters drawn from its seed
+    for its full size (as :class:`CroppedViewsCollate` draws them), the images left as
+    the dataset gives them; :meth:`twinfold.training_data.TrainingData.make_views`
+    decodes and crops them on the device."""
+
+    def __call__(  # type: ignore[override]
+        self, samples: list[tuple[Any, ...]]
+    ) -> tuple[EncodedImages, Tensor, list[ViewParams]]:
+        images, indices, seeds, sizes = (list(column) for column in zip(*samples, strict=True))
+        params = self.engine.sample_per_sample_sizes(seeds, sizes)
+        batch = EncodedImages(images, seeds, [(int(h), int(w)) for h, w in sizes])
+        return batch, torch.tensor(indices, dtype=torch.long), params

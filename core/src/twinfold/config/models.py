@@ -125,6 +125,14 @@ class DataConfig(StrictModel):
         "still spans at least the view size in pixels at that scale; batched views of image "
         "folders and shards only; 1 (the default) decodes every JPEG in full",
     )
+    decode_on: Literal["workers", "device"] = Field(
+        "workers",
+        description="where JPEGs of an image folder or shards are decoded: 'workers' (the "
+        "data-loader workers, libjpeg-turbo); 'device': kept encoded in the workers and "
+        "decoded a batch at a time on the training device (nvJPEG through TorchCodec on "
+        "CUDA), then cropped there; batched views only; other formats and EXIF-rotated "
+        "JPEGs are decoded in the workers either way",
+    )
     view_engine: Literal["auto", "per-sample", "batched"] = Field(
         "auto",
         description="'batched': uint8 images batched and augmented on the training device "

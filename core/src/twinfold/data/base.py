@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from twinfold.data.encoded import EncodedJPEG
 from twinfold.errors import TwinfoldError
 
 SPLIT_SEED = 20240611
@@ -45,6 +46,12 @@ class ImageSource(ABC):
         decode JPEGs ignore ``plan``."""
         return self.load(index)
 
+    def load_encoded(self, index: int) -> Tensor | EncodedJPEG:
+        """For decoding on the training device (``data.decode_on: device``): a JPEG kept
+        encoded (its header checked), any other image decoded as :meth:`load`. Sources
+        that do not read JPEG files decode everything."""
+        return self.load(index)
+
     @abstractmethod
     def label(self, index: int) -> int | None:
         """The class index of image ``index``, or None when the source is unlabelled."""
@@ -77,6 +84,9 @@ class Subset(ImageSource):
 
     def load_reduced(self, index: int, plan: Callable[[int, int], int] | None) -> Tensor:
         return self.base.load_reduced(self.indices[index], plan)
+
+    def load_encoded(self, index: int) -> Tensor | EncodedJPEG:
+        return self.base.load_encoded(self.indices[index])
 
     def label(self, index: int) -> int | None:
         return self.base.label(self.indices[index])

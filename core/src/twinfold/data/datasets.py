@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from twinfold.components import ViewPipeline
 from twinfold.data.base import ImageSource
+from twinfold.data.encoded import EncodedJPEG
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -56,15 +57,18 @@ class SeededImageDataset(Dataset[tuple[Any, ...]]):
     With ``reduction`` (``reduction(seed, height, width)`` -> 1, 2, 4 or 8; the batched
     engine's :meth:`~twinfold.augment.BatchedViews.jpeg_reduction`) a JPEG may be decoded
     that many times smaller per side, and the item gains a fourth element: the image's
-    full (height, width), which its crop boxes are drawn for."""
+    full (height, width), which its crop boxes are drawn for. With ``encoded``
+    (``data.decode_on: device``) a JPEG stays encoded (an
+    :class:`~twinfold.data.encoded.EncodedJPEG`) and the fourth element is its size."""
 
     def __init__(
         self,
         source: ImageSource,
         seed: int,
         reduction: Callable[[int, int, int], int] | None = None,
+        encoded: bool = False,
     ) -> None:
-        self.source, self.seed, self.reduction = source, seed, reduction
+        self.source, self.seed, self.reduction, self.encoded = source, seed, reduction, encoded
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -76,6 +80,12 @@ class SeededImageDataset(Dataset[tuple[Any, ...]]):
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         seed = sample_seed(self.seed, self.epoch, index)
+        if self.encoded:
+            item = self.source.load_encoded(index)
+            if isinstance(item, EncodedJPEG):
+                return item, index, seed, (item.height, item.width)
+            image = self._checked(item)
+            return image, index, seed, tuple(image.shape[-2:])
         if self.reduction is None:
             return self._checked(self.source.load(index)), index, seed
         asked: list[tuple[int, int, int]] = []  # (height, width, r) of each JPEG tried

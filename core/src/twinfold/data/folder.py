@@ -7,21 +7,23 @@ import io
 import re
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import to_dtype
 
 from twinfold.data.base import ImageDecodeError, ImageSource
+from twinfold.data.encoded import EncodedJPEG, decode_jpegs
 from twinfold.errors import ConfigError
 
 SymlinkPolicy = Literal["inside", "follow"]
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _SKIP_HINT = "set data.skip_bad_images=true to skip unreadable files"
+_T = TypeVar("_T")
 
 
 MAX_PIXELS = 100_000_000
@@ -42,11 +44,11 @@ def _no_pillow_bomb_check() -> Iterator[None]:
 
 
 def _decode_jpeg(data: bytes) -> Tensor:
-    """libjpeg-turbo through torchvision: a corrupt stream raises a Python error."""
+    """libjpeg-turbo through TorchCodec when it is installed, else through torchvision
+    (whose codecs 0.29 deprecates; both decode the same pixels): a corrupt stream raises
+    a Python error."""
     buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs for TorchCodec
-        warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
-        return decode_jpeg(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    return decode_jpegs([buffer], "cpu")[0]
 
 
 ReductionPlan = Callable[[int, int], int]
@@ -55,21 +57,27 @@ decoded smaller (see :func:`decode_bytes`)."""
 _EXIF_ORIENTATION = 0x0112
 
 
-def decode_bytes(
-    data: bytes, max_pixels: int = MAX_PIXELS, plan: ReductionPlan | None = None
-) -> Tensor:
-    """Decode an encoded image to uint8 ``[3, H, W]`` (an animation's first frame).
+@dataclass(frozen=True)
+class Header:
+    """What an image's header says, read before any pixel is decoded."""
 
-    The header is read first and an image of more than ``max_pixels`` pixels is refused
-    before any pixel is decoded. JPEG goes to libjpeg-turbo (torchvision), every other
-    format to Pillow: torchvision's libpng ends the process on some malformed PNGs (a
-    too-short IDAT chunk) instead of raising. Any problem raises ``ValueError`` or
-    Pillow's ``OSError``.
+    format: str | None
+    height: int
+    width: int
+    upright: bool
+    """False for a JPEG whose EXIF orientation asks for a rotation or a flip."""
 
-    With ``plan``, a JPEG (without EXIF rotation) whose ``plan(height, width)`` is
-    ``r > 1`` is decoded ``r`` times smaller per side in the DCT domain (Pillow's
-    ``draft``; libjpeg-turbo then skips most of the inverse DCT and the colour work)."""
-    from PIL import Image, ImageOps
+    @property
+    def plain_jpeg(self) -> bool:
+        """A JPEG decoded as stored (no EXIF rotation): decodable in the DCT domain or
+        on a device, and its header size is its decoded size."""
+        return self.format == "JPEG" and self.upright
+
+
+def read_header(data: bytes, max_pixels: int = MAX_PIXELS) -> Header:
+    """The header of an encoded image; an empty file, an unknown format or more than
+    ``max_pixels`` pixels raise ``ValueError`` (or Pillow's ``OSError``)."""
+    from PIL import Image
 
     if not data:
         raise ValueError("the file is empty")
@@ -80,18 +88,50 @@ def decode_bytes(
                 f"{width}x{height} = {width * height:,} pixels, over the limit of "
                 f"{max_pixels:,} (data.max_image_pixels; raise it for images this large)"
             )
-        reduction = 1
-        if plan is not None and img.format == "JPEG":
-            if img.getexif().get(_EXIF_ORIENTATION, 1) == 1:
-                reduction = plan(height, width)
-        if img.format == "JPEG" and reduction == 1:
-            image = _decode_jpeg(data)
-        else:
+        upright = img.format != "JPEG" or img.getexif().get(_EXIF_ORIENTATION, 1) == 1
+        return Header(img.format, height, width, upright)
+
+
+def decode_bytes(
+    data: bytes, max_pixels: int = MAX_PIXELS, plan: ReductionPlan | None = None
+) -> Tensor:
+    """Decode an encoded image to uint8 ``[3, H, W]`` (an animation's first frame).
+
+    The header is read first and an image of more than ``max_pixels`` pixels is refused
+    before any pixel is decoded. JPEG goes to libjpeg-turbo (:func:`decode_jpegs`),
+    every other format to Pillow: torchvision's libpng ends the process on some
+    malformed PNGs (a too-short IDAT chunk) instead of raising. Any problem raises
+    ``ValueError``, Pillow's ``OSError`` or the decoder's ``RuntimeError``.
+
+    With ``plan``, a JPEG (without EXIF rotation) whose ``plan(height, width)`` is
+    ``r > 1`` is decoded ``r`` times smaller per side in the DCT domain (Pillow's
+    ``draft``; libjpeg-turbo then skips most of the inverse DCT and the colour work)."""
+    from PIL import Image, ImageOps
+
+    header = read_header(data, max_pixels)
+    reduction = 1
+    if plan is not None and header.plain_jpeg:
+        reduction = plan(header.height, header.width)
+    if header.format == "JPEG" and reduction == 1:
+        image = _decode_jpeg(data)
+    else:
+        with _no_pillow_bomb_check(), Image.open(io.BytesIO(data)) as img:
             if reduction > 1:
-                img.draft("RGB", (width // reduction, height // reduction))
+                img.draft("RGB", (header.width // reduction, header.height // reduction))
             rgb = np.array(ImageOps.exif_transpose(img).convert("RGB"))
-            image = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+        image = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
     return image if image.dtype == torch.uint8 else to_dtype(image, torch.uint8, scale=True)
+
+
+def decode_or_keep(data: bytes, max_pixels: int, name: str) -> Tensor | EncodedJPEG:
+    """For decoding on the training device (``data.decode_on: device``): a plain JPEG
+    (:attr:`Header.plain_jpeg`) is kept encoded, its header checked; any other image is
+    decoded here (:func:`decode_bytes`)."""
+    header = read_header(data, max_pixels)
+    if not header.plain_jpeg:
+        return decode_bytes(data, max_pixels)
+    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return EncodedJPEG(encoded, header.height, header.width, name)
 
 
 def decode_file(
@@ -99,16 +139,30 @@ def decode_file(
 ) -> Tensor:
     """Decode an image file (:func:`decode_bytes`). Raises :class:`ImageDecodeError`
     naming the file when it is empty, unreadable, truncated, too large or not an image."""
+    return _named(path, lambda data: decode_bytes(data, max_pixels, plan))
+
+
+def decode_or_keep_file(path: Path, max_pixels: int = MAX_PIXELS) -> Tensor | EncodedJPEG:
+    """:func:`decode_or_keep` of a file, errors as :func:`decode_file` raises them."""
+    return _named(path, lambda data: decode_or_keep(data, max_pixels, f"'{path}'"))
+
+
+def _named(path: Path, decode: Callable[[bytes], _T]) -> _T:
     try:
-        return decode_bytes(path.read_bytes(), max_pixels, plan)
+        return decode(path.read_bytes())
     except Exception as exc:
-        reason = re.sub(r"^.*?\.cpp:\d+,\s*", "", str(exc)).strip() or type(exc).__name__
-        if "cannot identify image file" in reason:  # Pillow's words for an unknown format
-            reason = "not an image in a known format"
-        raise ImageDecodeError(
-            f"cannot decode image '{path}': {reason}. Remove or replace the file, or {_SKIP_HINT}.",
-            reason,
-        ) from None
+        raise decode_error(f"'{path}'", exc) from None
+
+
+def decode_error(name: str, exc: Exception) -> ImageDecodeError:
+    """The error for an image (``name``: the file, quoted) that failed to decode."""
+    reason = re.sub(r"^.*?\.cpp:\d+,\s*", "", str(exc)).strip() or type(exc).__name__
+    if "cannot identify image file" in reason:  # Pillow's words for an unknown format
+        reason = "not an image in a known format"
+    return ImageDecodeError(
+        f"cannot decode image {name}: {reason}. Remove or replace the file, or {_SKIP_HINT}.",
+        reason,
+    )
 
 
 def _visible(path: Path, root: Path) -> bool:
@@ -220,8 +274,16 @@ class FolderSource(ImageSource):
         return self.load_reduced(index, None)
 
     def load_reduced(self, index: int, plan: ReductionPlan | None) -> Tensor:
+        return self._first_readable(index, lambda path: decode_file(path, self.max_pixels, plan))
+
+    def load_encoded(self, index: int) -> Tensor | EncodedJPEG:
+        return self._first_readable(index, lambda path: decode_or_keep_file(path, self.max_pixels))
+
+    def _first_readable(self, index: int, read: Callable[[Path], _T]) -> _T:
+        """``read(file of index)``; with ``skip_bad``, an unreadable file is recorded
+        (warned, counted, logged) and the next readable image of its class read instead."""
         if not self.skip_bad:
-            return decode_file(self.files[index], self.max_pixels, plan)
+            return read(self.files[index])
         y = self._labels[index]
         members, start = self._members[y], self._position[index]
         for k in range(len(members)):
@@ -229,15 +291,19 @@ class FolderSource(ImageSource):
             if path in self.bad_files:
                 continue
             try:
-                return decode_file(path, self.max_pixels, plan)
+                return read(path)
             except ImageDecodeError as exc:
-                self.bad_files.add(path)
-                warnings.warn(f"skipping: {exc}", stacklevel=2)
-                if self.skip_log is not None:  # one short O_APPEND write: safe across workers
-                    with self.skip_log.open("a", encoding="utf-8") as log:
-                        log.write(f"{path}\n")
+                self.record_bad(path, exc)
         group = "" if y is None else f" of class '{self.classes[y]}'"
         raise ImageDecodeError(f"no readable image{group} in '{self.root}'")
+
+    def record_bad(self, path: Path, exc: ImageDecodeError) -> None:
+        """Remember an unreadable file: skipped from now on, warned and logged."""
+        self.bad_files.add(path)
+        warnings.warn(f"skipping: {exc}", stacklevel=3)
+        if self.skip_log is not None:  # one short O_APPEND write: safe across workers
+            with self.skip_log.open("a", encoding="utf-8") as log:
+                log.write(f"{path}\n")
 
     def scan(self) -> int:
         """Decode every file once; returns ``skipped`` (without ``skip_bad``, the first

@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import Tensor
 
 from twinfold.data.base import ImageDecodeError, ImageSource
-from twinfold.data.folder import MAX_PIXELS, ReductionPlan, decode_bytes
+from twinfold.data.encoded import EncodedJPEG
+from twinfold.data.folder import MAX_PIXELS, ReductionPlan, decode_bytes, decode_or_keep
 from twinfold.data.shards import (
     ShardIndex,
     import_litdata,
@@ -26,6 +28,8 @@ from twinfold.data.shards import (
     load_local_index,
     load_remote_index,
 )
+
+_T = TypeVar("_T")
 
 
 def default_cache_dir(uri: str) -> Path:
@@ -98,16 +102,20 @@ class StreamingSource(ImageSource):
         return self.load_reduced(index, None)
 
     def load_reduced(self, index: int, plan: ReductionPlan | None) -> Tensor:
+        return self._decoded(index, lambda data, _: decode_bytes(data, self.max_pixels, plan))
+
+    def load_encoded(self, index: int) -> Tensor | EncodedJPEG:
+        return self._decoded(index, lambda data, name: decode_or_keep(data, self.max_pixels, name))
+
+    def _decoded(self, index: int, decode: Callable[[bytes, str], _T]) -> _T:
+        """``decode(bytes, name)`` of sample ``index``; errors name the sample and shard."""
         sample = self.read(index)
+        shard = self.index.chunk_of(index).filename
+        name = f"sample {index} ('{sample['name']}') in shard '{shard}' of '{self.root}'"
         try:
-            return decode_bytes(sample["image"], self.max_pixels, plan)
+            return decode(sample["image"], name)
         except Exception as exc:
-            shard = self.index.chunk_of(index).filename
-            raise ImageDecodeError(
-                f"cannot decode sample {index} ('{sample['name']}') in shard '{shard}' of "
-                f"'{self.root}': {exc}",
-                str(exc),
-            ) from None
+            raise ImageDecodeError(f"cannot decode {name}: {exc}", str(exc)) from None
 
     def _corrupt(self, where: str, why: str) -> ImageDecodeError:
         return ImageDecodeError(
