@@ -50,8 +50,8 @@ def test_tiny_check_runs_every_section(tmp_path: Path, capsys: pytest.CaptureFix
     printed = capsys.readouterr().out
     assert json.loads(out.read_text(encoding="utf-8"))["sections"] == report["sections"]
     names = [s["name"] for s in report["sections"]]
-    assert names == ["environment", "gemm", "steps", "optimizers", "views", "train", "compile",
-                     "targets"]
+    assert names == ["environment", "gemm", "steps", "optimizers", "views", "jpeg", "train",
+                     "compile", "targets"]
     for section in report["sections"]:
         assert section["status"] == "ok", section
         assert all("error" not in row for row in section["rows"]), section
@@ -79,6 +79,11 @@ def test_tiny_check_runs_every_section(tmp_path: Path, capsys: pytest.CaptureFix
     assert views[1] == {"views": "batched on cpu vs cpu", "dtype": "torch.float32",
                         "max_abs_diff_vs_cpu": 0.0}
     assert views[0]["images_per_s"] > 0 and views[2]["images_per_s"] > 0
+    jpeg = _section(report, "jpeg")["rows"]
+    assert [r["jpeg"] for r in jpeg] == ["decoded in the workers", "decoded on cpu",
+                                         "crops on cpu vs cpu"]
+    assert jpeg[0]["images_per_s"] > 0 and jpeg[1]["images_per_s"] > 0
+    assert jpeg[2]["max_abs_diff_vs_cpu"] == 0.0
     train = _section(report, "train")["rows"][0]
     assert (train["stopped_at"], train["steps"]) == (2, 4)  # checkpoint, then resumed
     assert 0 <= train["knn_top1"] <= 1 and f"kNN top-1: {train['knn_top1']}" in printed
@@ -122,9 +127,11 @@ def test_a_failing_section_is_reported_and_the_rest_runs(
 
 
 def test_a_spent_budget_skips_what_is_left(tmp_path: Path) -> None:
-    report = _check().main(["--tiny", "--budget-s", "0", "--json", str(tmp_path / "c.json")])
+    check = _check()
+    report = check.main(["--tiny", "--budget-s", "0", "--json", str(tmp_path / "c.json")])
     skipped = [s for s in report["sections"] if s["name"] != "targets"]
-    assert len(skipped) == 7 and all(s["status"] == "skipped" for s in skipped)
+    assert len(skipped) == len(check.SECTION_ORDER) == 8
+    assert all(s["status"] == "skipped" for s in skipped)
     assert "budget" in skipped[0]["error"]
     assert _section(report, "targets")["status"] == "ok"  # computed from whatever ran
     assert all(t["value"] is None and t["met"] is None

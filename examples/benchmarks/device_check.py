@@ -19,6 +19,9 @@ section or row is reported and the rest still run):
   loader workers, uint8 batches pinned and copied, views made there) against per-sample
   torchvision views in 16 CPU workers (``--workers``), BYOL's views at 224 px, images/s;
   and the device's views of one batch against the CPU's (dtype, largest difference);
+- ``jpeg``: views from photo-like 500 x 375 JPEG files (``jpeg224.py``'s), decoded and
+  cropped in the workers against ``data.decode_on: device`` (a batch decoded on the
+  device: nvJPEG on CUDA), images/s; the device's crops of one batch against the CPU's;
 - ``train``: a short real run through ``twinfold.train`` on the embedded digits
   upscaled: stopped part-way (checkpoint), resumed to the end, kNN during and after,
   the exported backbone loaded back; prints kNN top-1;
@@ -66,7 +69,7 @@ from twinfold.stopping import agree
 
 HERE = Path(__file__).resolve().parent
 KINDS = ("byol", "simsiam", "barlow-twins", "vicreg")
-SECTION_ORDER = ("environment", "gemm", "steps", "optimizers", "views", "train", "compile")
+SECTION_ORDER = ("environment", "gemm", "steps", "optimizers", "views", "jpeg", "train", "compile")
 FP32, FAST = "fp32", "bf16 + channels_last"
 
 
@@ -218,9 +221,7 @@ def reset_peak(device: torch.device) -> None:
 # ---------------------------------------------------------------- environment, gemm
 def environment(check: Check, rows: list[dict[str, Any]]) -> None:
     device = check.device
-    settings = fast_path.backend_settings(
-        device.type, fast_path.matmul_precision_for(device.type)
-    )
+    settings = fast_path.backend_settings(device.type, fast_path.matmul_precision_for(device.type))
     cpus = fast_path.usable_cpus()
     row: dict[str, Any] = {
         "twinfold": twinfold.__version__,
@@ -395,6 +396,7 @@ def optimizers(check: Check, rows: list[dict[str, Any]]) -> None:
     from twinfold.optim import build_optimizer, kernel_options
 
     for name in ("sgd", "adamw", "lars"):
+
         def compare(name: str = name) -> dict[str, Any]:
             params = []
             for impl in ("for-loop", "auto"):
@@ -419,8 +421,9 @@ def optimizers(check: Check, rows: list[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------- views
 def byol_views(check: Check) -> Any:
     """BYOL's views component (``byol-views``) at the check's image size."""
-    cfg = twinfold.load_config({"preset": "byol", "data": {"root": "unused",
-                                                           "image_size": check.size}})
+    cfg = twinfold.load_config(
+        {"preset": "byol", "data": {"root": "unused", "image_size": check.size}}
+    )
     return twinfold.default_registry().build(cfg.views_config())
 
 
@@ -498,6 +501,65 @@ def time_one(check: Check, engine: Any, batch: Any) -> float:
     engine.make_views(batch, check.device)
     check.sync()
     return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------- jpeg
+def jpeg_folder(check: Check, root: Path) -> Path:
+    """Photo-like JPEGs of ImageNet's typical size (``jpeg224.py``'s), 4 batches."""
+    bench = sibling("jpeg224")
+    count = check.batch * 4
+    side = (96, 72) if check.tiny else (bench.WIDTH, bench.HEIGHT)
+    for i in range(count):
+        (root / f"{i:05d}.jpg").write_bytes(bench.photo_like_jpeg(i, *side))
+    return root
+
+
+def jpeg(check: Check, rows: list[dict[str, Any]]) -> None:
+    """Views from JPEG files: decoded (and cropped) in the workers, as by default,
+    against ``data.decode_on: device`` (a batch decoded on the device, nvJPEG on CUDA),
+    images per second, and the device's crops against the CPU's for one batch."""
+    from twinfold.augment.collate import EncodedViewsCollate
+    from twinfold.data import FolderSource
+    from twinfold.data.device_decode import decode_and_crop
+
+    engine = byol_views(check).batched_engine()
+    tmp = Path(tempfile.mkdtemp())
+    source = FolderSource(jpeg_folder(check, tmp))
+
+    def loader(encoded: bool) -> DataLoader:
+        collate = EncodedViewsCollate(engine) if encoded else engine.collate_fn(fixed_size=False)
+        return DataLoader(SeededImageDataset(source, 0, encoded=encoded), batch_size=check.batch,
+                          num_workers=check.workers, persistent_workers=check.workers > 0,
+                          collate_fn=collate, pin_memory=check.device.type == "cuda")  # fmt: skip
+
+    def views_of(encoded: bool) -> Callable[[Any], list[Tensor]]:
+        def go(batch: Any) -> list[Tensor]:
+            if encoded:
+                batch = decode_and_crop(engine, batch, check.device, source)
+            out = engine.make_views(batch, check.device)
+            check.sync()
+            return out
+
+        return go
+
+    def rate(encoded: bool) -> dict[str, Any]:
+        batches = loader(encoded)
+        one_pass(batches, views_of(encoded))  # warm-up: workers start, kernels load
+        seconds, images = one_pass(batches, views_of(encoded))
+        return {"images_per_s": images / seconds}
+
+    def same_as_cpu() -> dict[str, Any]:
+        batch = next(iter(loader(True)))
+        here = decode_and_crop(engine, batch, check.device, source)[0]
+        cpu = decode_and_crop(engine, batch, torch.device("cpu"), source)[0]
+        diffs = [(a.cpu().float() - b.float()).abs() for a, b in zip(here, cpu, strict=True)]
+        return {"max_abs_diff_vs_cpu": max(float(d.max()) for d in diffs),
+                "mean_abs_diff_vs_cpu": max(float(d.mean()) for d in diffs)}  # fmt: skip
+
+    base = {"workers": check.workers, "files": len(source)}
+    guarded(rows, {"jpeg": "decoded in the workers", **base}, lambda: rate(False))
+    guarded(rows, {"jpeg": f"decoded on {check.device.type}", **base}, lambda: rate(True))
+    guarded(rows, {"jpeg": f"crops on {check.device.type} vs cpu"}, same_as_cpu)
 
 
 # ---------------------------------------------------------------- train
@@ -602,6 +664,7 @@ SECTIONS: dict[str, Section] = {
     "steps": steps,
     "optimizers": optimizers,
     "views": views,
+    "jpeg": jpeg,
     "train": train,
     "compile": compiled,
 }
@@ -696,8 +759,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run_section(check, "targets", targets, timed=False)
     bad = [s["name"] for s in check.sections if s["status"] != "ok"]
     bad += [s["name"] for s in check.sections for r in s["rows"] if "error" in r]
-    print(f"\ndevice check done: {len(check.sections)} sections; "
-          f"{'not ok: ' + ', '.join(dict.fromkeys(bad)) if bad else 'all ok'}", flush=True)
+    print(
+        f"\ndevice check done: {len(check.sections)} sections; "
+        f"{'not ok: ' + ', '.join(dict.fromkeys(bad)) if bad else 'all ok'}",
+        flush=True,
+    )
     return check.report()
 
 

@@ -19,7 +19,6 @@ from torch import nn
 from twinfold.components import ViewPipeline
 from twinfold.config import RunConfig
 from twinfold.data import DataSources, build_sources
-from twinfold.data.encoded import has_torchcodec
 from twinfold.errors import ConfigError
 from twinfold.fast_path import (
     BackendSettings,
@@ -162,11 +161,9 @@ def choose_view_engine(cfg: RunConfig, pipeline: ViewPipeline, registry: Registr
     return setting
 
 
-def check_decode_on(cfg: RunConfig, engine: str, pipeline: ViewPipeline, fixed_size: bool,
-                    accelerator: str) -> None:  # fmt: skip
+def check_decode_on(cfg: RunConfig, engine: str, pipeline: ViewPipeline, fixed_size: bool) -> None:
     """``data.decode_on: device`` needs JPEG files (an image folder or shards), the
-    batched engine of the simclr-views family, JPEGs decoded in full, and TorchCodec
-    off the CPU."""
+    batched engine of the simclr-views family and JPEGs decoded in full."""
     if cfg.data.decode_on == "workers":
         return
     why = None
@@ -176,8 +173,6 @@ def check_decode_on(cfg: RunConfig, engine: str, pipeline: ViewPipeline, fixed_s
         why = "it needs the batched views of the simclr-views family (data.view_engine: batched)"
     elif cfg.data.jpeg_reduction != 1:
         why = "data.jpeg_reduction decodes in the workers; set it to 1 (the device decodes in full)"
-    elif accelerator != "cpu" and not has_torchcodec():
-        why = "decoding on a device needs TorchCodec: pip install 'twinfold[torchcodec]'"
     if why is not None:
         raise ConfigError([("data.decode_on", f"'device': {why}, or set data.decode_on=workers")])
 
@@ -269,7 +264,7 @@ def prepare_run(cfg: RunConfig, registry: Registry | None = None) -> tuple[RunPl
         _check_param_group_names(cfg, parts.method.online)
     engine = choose_view_engine(cfg, parts.pipeline, components)
     fixed = parts.sources.train.fixed_size
-    check_decode_on(cfg, engine, parts.pipeline, fixed, settings.accelerator)
+    check_decode_on(cfg, engine, parts.pipeline, fixed)
     _check_one_batch(len(parts.sources.train), fabric.world_size, batch)
     _check_knn_bank(cfg, parts.sources)
     plan = RunPlan(cfg, settings, fabric.world_size, batch, engine, resume, registry)

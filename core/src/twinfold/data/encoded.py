@@ -2,7 +2,7 @@
 
 TorchCodec decodes when it is installed (``pip install 'twinfold[torchcodec]'``): on the
 CPU with libjpeg-turbo, on CUDA with nvJPEG, a batch in one call. Without it, torchvision's
-``decode_jpeg`` decodes on the CPU; torchvision 0.29 deprecates its codecs in favour of
+``decode_jpeg`` does the same; torchvision 0.29 deprecates its codecs in favour of
 TorchCodec, and both give the same pixels on the CPU (``tests/test_device_decode.py``).
 Both apply a JPEG's EXIF orientation on the CPU."""
 
@@ -45,25 +45,20 @@ def _torchcodec_decode_jpeg() -> Callable[..., Any] | None:
     return decode_jpeg
 
 
-def has_torchcodec() -> bool:
-    """Whether TorchCodec is installed and loads with this torch."""
-    return _torchcodec_decode_jpeg() is not None
-
-
 def decode_jpegs(buffers: list[Tensor], device: torch.device | str) -> list[Tensor]:
     """Decode uint8 JPEG byte tensors (on the CPU) to uint8 RGB ``[3, H, W]`` images on
-    ``device``: TorchCodec's batched ``decode_jpeg`` when installed, else torchvision's
-    (CPU only). A corrupt stream raises ``RuntimeError``."""
+    ``device``, a batch in one call: TorchCodec's ``decode_jpeg`` when installed, else
+    torchvision's (nvJPEG on CUDA too). A corrupt stream raises ``RuntimeError``."""
     device = torch.device(device)
     torchcodec_decode = _torchcodec_decode_jpeg()
     if torchcodec_decode is not None:
         return list(torchcodec_decode(list(buffers), mode="RGB", device=device))
-    if device.type != "cpu":
-        raise RuntimeError("decoding JPEGs on a device needs TorchCodec: pip install torchcodec")
     from torchvision.io import ImageReadMode, decode_jpeg
 
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs for TorchCodec
         warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
-        return [
-            decode_jpeg(b, mode=ImageReadMode.RGB, apply_exif_orientation=True) for b in buffers
-        ]
+        if device.type == "cpu":
+            return [
+                decode_jpeg(b, mode=ImageReadMode.RGB, apply_exif_orientation=True) for b in buffers
+            ]
+        return list(decode_jpeg(list(buffers), mode=ImageReadMode.RGB, device=device))
