@@ -193,6 +193,31 @@ def test_color_jitter_runs_each_samples_own_order() -> None:
     assert (fixed - out).abs().max() > 0.05
 
 
+def test_color_jitter_groups_in_place_or_gathered_give_each_samples_own_result(
+    one_thread: None,
+) -> None:
+    """Samples sharing an order run as one group: in place where they are neighbours
+    (rows 0-1 and the lone rows), gathered where they are not (rows 2 and 5); either way
+    each sample's result is bit-identical to jittering it alone."""
+    x = floats(7, 24, seed=5)
+    g = gen(6)
+    order = torch.stack([torch.randperm(4, generator=g) for _ in range(7)])
+    order[1], order[5] = order[0], order[2]
+    order[3:5] = torch.tensor([[3, 2, 1, 0], [0, 1, 2, 3]])
+    factors = torch.cat(
+        [0.5 + torch.rand(7, 3, generator=g), torch.rand(7, 1, generator=g) - 0.5], 1
+    )
+    apply = torch.tensor([True, True, True, True, True, True, False])
+    enabled = (True, True, True, True)
+    out = color_jitter(x, order, factors, apply, enabled)
+    for i in range(7):
+        alone = color_jitter(
+            x[i : i + 1], order[i : i + 1], factors[i : i + 1], apply[i : i + 1], enabled
+        )
+        assert torch.equal(out[i : i + 1], alone), i
+    assert torch.equal(out[6], x[6]) and not torch.equal(out[5], x[5])
+
+
 def test_grayscale_solarize_and_blur_match_torchvision() -> None:
     x = floats(8)
     torch.testing.assert_close(grayscale(x), TF.rgb_to_grayscale(x, 3), atol=ATOL, rtol=0)
