@@ -120,6 +120,27 @@ def test_flip_mirrors_the_resized_crop() -> None:
         torch.testing.assert_close(out[i], ref, atol=ATOL, rtol=0)
 
 
+def test_whole_image_boxes_copy_the_crops_exactly() -> None:
+    """Crops already resized (every box the whole image, as :meth:`crop_per_sample`
+    leaves them) are copied, flipped where asked and scaled, with no resampling: exact
+    at any side (``grid_sample``'s identity map is not, at sides that are no power of 2),
+    and float input is copied, not changed."""
+    img = images(6, 30, 30, seed=4)
+    flip = torch.tensor([True, False, True, True, False, False])
+    boxes = torch.tensor([[0, 0, 30, 30]] * 6)
+    out = resized_crop(img, boxes, 30, flip=flip, scale=1 / 255)
+    ref = torch.where(flip[:, None, None, None], img.flip(3), img).float().mul(1 / 255)
+    assert torch.equal(out, ref)
+    as_float = img.float()
+    out = resized_crop(as_float, boxes, 30, flip=flip)
+    assert torch.equal(out, ref.mul(255).round()) and torch.equal(as_float, img.float())
+    # one box short of the whole image: resampled as before
+    boxes[2] = torch.tensor([1, 0, 29, 30])
+    out = resized_crop(img, boxes, 30, flip=flip, scale=1 / 255)
+    assert not torch.equal(out[2], ref[2])
+    torch.testing.assert_close(out[3], ref[3], atol=ATOL, rtol=0)
+
+
 @pytest.mark.parametrize(
     ("op", "ours", "low", "high"),
     [
@@ -170,6 +191,31 @@ def test_color_jitter_runs_each_samples_own_order() -> None:
     # the order matters: a fixed order gives other images
     fixed = color_jitter(x, torch.arange(4).expand(24, 4), factors, apply, (True,) * 4)
     assert (fixed - out).abs().max() > 0.05
+
+
+def test_color_jitter_groups_in_place_or_gathered_give_each_samples_own_result(
+    one_thread: None,
+) -> None:
+    """Samples sharing an order run as one group: in place where they are neighbours
+    (rows 0-1 and the lone rows), gathered where they are not (rows 2 and 5); either way
+    each sample's result is bit-identical to jittering it alone."""
+    x = floats(7, 24, seed=5)
+    g = gen(6)
+    order = torch.stack([torch.randperm(4, generator=g) for _ in range(7)])
+    order[1], order[5] = order[0], order[2]
+    order[3:5] = torch.tensor([[3, 2, 1, 0], [0, 1, 2, 3]])
+    factors = torch.cat(
+        [0.5 + torch.rand(7, 3, generator=g), torch.rand(7, 1, generator=g) - 0.5], 1
+    )
+    apply = torch.tensor([True, True, True, True, True, True, False])
+    enabled = (True, True, True, True)
+    out = color_jitter(x, order, factors, apply, enabled)
+    for i in range(7):
+        alone = color_jitter(
+            x[i : i + 1], order[i : i + 1], factors[i : i + 1], apply[i : i + 1], enabled
+        )
+        assert torch.equal(out[i : i + 1], alone), i
+    assert torch.equal(out[6], x[6]) and not torch.equal(out[5], x[5])
 
 
 def test_grayscale_solarize_and_blur_match_torchvision() -> None:
@@ -410,6 +456,29 @@ def test_input_checks_and_gray_input() -> None:
         BatchedView(ViewConfig.model_construct(crop_scale=(0.9, 0.2)), 8, MEAN, STD)
     with pytest.raises(ValueError, match="at least one view"):
         BatchedViews([], 8, MEAN, STD)
+
+
+def test_chunks_of_a_large_batch_give_the_views_of_the_whole_batch(
+    monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    """Batches over ``CHUNK_BYTES`` go through the ops a few samples at a time; every op
+    works per sample, so the views are bit-identical to the whole batch's, for images
+    resized by the engine and for crops made per image (one thread: with several, torch
+    may split a lone sample's contrast mean over the threads and round it otherwise)."""
+    from twinfold.augment import views as views_module
+
+    engine = BatchedViews.from_config(BYOLViewsConfig(image_size=24), 24)
+    img = images(10, 40, 48, seed=9)
+    seeds = list(range(50, 60))
+    params = engine.sample_per_sample(seeds, 40, 48)
+    crops, full = engine.crop_per_sample(list(img), params)
+    assert all(p.blur.any() and p.jitter.any() for p in params)
+    outputs = []
+    for chunk_bytes in (1 << 30, 3 * (3 * 24 * 24 * 4), 1):  # whole batch, 3, 1 per chunk
+        monkeypatch.setattr(views_module, "CHUNK_BYTES", chunk_bytes)
+        outputs.append(engine.apply(img, params) + engine.apply_views(crops, full))
+    for other in outputs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(outputs[0], other, strict=True))
 
 
 def test_the_augmentation_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:

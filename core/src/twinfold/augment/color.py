@@ -48,8 +48,11 @@ def _blend_(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
 
 
 def adjust_contrast_(images: Tensor, factor: Tensor) -> Tensor:
-    """Blend each image with the mean of its grayscale."""
-    return _blend_(images, luma(images).mean(dim=(1, 2, 3), keepdim=True), factor)
+    """Blend each image with the mean of its grayscale (expanded to the images' shape:
+    ``addcmul_`` with two per-sample operands broadcast takes a scalar loop, ~10x slower;
+    the values are the same)."""
+    mean = luma(images).mean(dim=(1, 2, 3), keepdim=True)
+    return _blend_(images, mean.expand_as(images).contiguous(), factor)
 
 
 def adjust_saturation_(images: Tensor, factor: Tensor) -> Tensor:
@@ -136,9 +139,10 @@ def color_jitter_(
     brightness, contrast, saturation, hue), op ``j`` with ``factors[i, j]``. Ops with
     ``enabled[j]`` false are skipped, as torchvision skips a zero-width range.
 
-    The jittered samples are gathered once, grouped by their order (at most 24 groups),
-    and each group runs its four ops in place on its contiguous slice, so each op runs
-    once per sample."""
+    The jittered samples are grouped by their order (at most 24 groups) and each group
+    runs its four ops in place on a contiguous slice, so each op runs once per sample: a
+    group whose samples are neighbours in ``images`` on its own rows, the other groups
+    gathered once into one buffer and copied back."""
     chosen = apply.nonzero().squeeze(1)
     if chosen.numel() == 0 or not any(enabled):
         return images
@@ -146,16 +150,35 @@ def color_jitter_(
     code = (order * torch.tensor([64, 16, 4, 1], device=order.device)).sum(dim=1)
     code, sort = torch.sort(code, stable=True)
     _, counts = torch.unique_consecutive(code, return_counts=True)
-    rows = chosen.to(images.device)[sort.to(images.device)]
-    x = images.index_select(0, rows)
+    rows = chosen[sort].tolist()  # ascending within each group (stable sort)
+    gathered: list[tuple[int, int]] = []
     start = 0
     for count in counts.tolist():
-        group = sort[start : start + count]
-        for op in order[group[0]].tolist():
-            if enabled[op]:
-                ADJUST_[op](x[start : start + count], factors[group, op])
+        if rows[start + count - 1] - rows[start] == count - 1:  # neighbours: in place
+            _jitter_group(images.narrow(0, rows[start], count), order, factors,
+                          sort[start : start + count], enabled)  # fmt: skip
+        else:
+            gathered.append((start, count))
         start += count
-    return images.index_copy_(0, rows, x)
+    if gathered:
+        picked = [i for s, c in gathered for i in range(s, s + c)]
+        index = torch.tensor([rows[i] for i in picked], device=images.device)
+        x, offset = images.index_select(0, index), 0
+        for s, c in gathered:
+            _jitter_group(x[offset : offset + c], order, factors, sort[s : s + c], enabled)
+            offset += c
+        images.index_copy_(0, index, x)
+    return images
+
+
+def _jitter_group(
+    x: Tensor, order: Tensor, factors: Tensor, group: Tensor, enabled: tuple[bool, ...]
+) -> None:
+    """The jitter ops of one order group on its samples ``x`` (in place); ``group``
+    indexes the group's rows of ``order`` and ``factors``."""
+    for op in order[group[0]].tolist():
+        if enabled[op]:
+            ADJUST_[op](x, factors[group, op])
 
 
 def solarize(images: Tensor, threshold: float) -> Tensor:
