@@ -102,6 +102,9 @@ def test_small_preset_is_cpu_sized() -> None:
         assert view.flip_p == 0 and view.hue == 0 and view.saturation == 0
     preset = twinfold.default_registry().preset("barlow-twins-small")
     assert any("not the paper" in d.lower() for d in preset.deviations)
+    # lambda scaled to the 512-d projector (docs/results.md), and the deviation says so
+    assert m.loss.lambda_ == 0.08
+    assert any("lambda = 0.08" in d for d in preset.deviations)
 
 
 @pytest.mark.parametrize("name", ["barlow-twins", "barlow-twins-small"])

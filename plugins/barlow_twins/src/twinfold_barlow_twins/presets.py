@@ -68,7 +68,9 @@ BARLOW_TWINS_SMALL = Preset(
                 "out_dim": 512,
             },
             "target": {"name": "none"},
-            "loss": {"name": "barlow-twins", "lambda_": 0.0051},
+            # lambda x 16: the off-diagonal term weighs against the diagonal as with the
+            # paper's 8,192 dimensions (lambda x (d - 1)); 0.0051 ended at 92.8% on seed 1
+            "loss": {"name": "barlow-twins", "lambda_": 0.08},
             "views": digits_views_section("barlow-twins-views", ASYMMETRIC_PROBABILITIES),
         },
         "optimizer": {
@@ -84,6 +86,9 @@ BARLOW_TWINS_SMALL = Preset(
     deviations=(
         "Not the paper's recipe: embedded 8x8 digits upscaled to 32 px, a small residual CNN, "
         "a 512-512-512 projector, batch 256, 30 epochs, 2 warm-up epochs.",
+        "lambda = 0.08 instead of 0.0051: with a 512-d projector the off-diagonal term then "
+        "weighs against the diagonal (lambda x (d - 1)) about as with the paper's 8,192 "
+        "dimensions; at 0.0051 the held-out kNN ended at 92.8% on seed 1.",
         "Views: crop area (0.3, 1), no flip, no hue/saturation jitter and no grayscale "
         "(digits are grey and not mirror-symmetric).",
     ),
