@@ -97,6 +97,8 @@ class PlainStep:
         self.projector = copy.deepcopy(online.projector)
         self.predictor = copy.deepcopy(online.predictor) if online.predictor is not None else None
         self.kind = kind
+        # Barlow Twins' lambda as the preset sets it (the small preset's 0.08, the paper's 0.0051)
+        self.lam = float(getattr(getattr(method.loss, "cfg", None), "lambda_", 0.0051))
         self.trainable = nn.ModuleList(
             [self.encoder, self.projector, self.predictor or nn.Identity()]
         )
@@ -120,7 +122,7 @@ class PlainStep:
             p = [self.predictor(t) for t in z]
             loss = simsiam_loss([t.float() for t in p], [t.float() for t in z])
         elif self.kind == "barlow-twins":
-            loss = barlow_loss([t.float() for t in z])
+            loss = barlow_loss([t.float() for t in z], self.lam)
         else:
             loss = vicreg_loss([t.float() for t in z])
         return loss
