@@ -67,12 +67,10 @@ class EncodedImages:
     """A batch's images as the workers hand them over for decoding on the training
     device (``data.decode_on: device``): each an
     :class:`~twinfold.data.encoded.EncodedJPEG` or, for other formats, the uint8 image
-    the worker decoded; ``seeds`` and ``sizes`` (each image's full size, which its view
-    parameters were drawn for) in batch order."""
+    the worker decoded; ``seeds`` in batch order."""
 
     images: list[Any]
     seeds: list[int]
-    sizes: list[tuple[int, int]]
 
     def pin_memory(self) -> EncodedImages:
         """The decoder reads the bytes on the CPU: nothing to pin."""
@@ -90,5 +88,5 @@ class EncodedViewsCollate(BatchedViewsCollate):
     ) -> tuple[EncodedImages, Tensor, list[ViewParams]]:
         images, indices, seeds, sizes = (list(column) for column in zip(*samples, strict=True))
         params = self.engine.sample_per_sample_sizes(seeds, sizes)
-        batch = EncodedImages(images, seeds, [(int(h), int(w)) for h, w in sizes])
+        batch = EncodedImages(images, seeds)
         return batch, torch.tensor(indices, dtype=torch.long), params

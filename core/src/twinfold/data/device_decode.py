@@ -69,10 +69,11 @@ def decode_and_crop(
     images = decode_images(encoded, device)
     for i, image in enumerate(images):
         if image is None:  # raises ImageDecodeError naming the file when it cannot
+            refused = encoded.images[i]  # an EncodedJPEG: its boxes were drawn for its header
             again = source.load(int(indices[i]))
             images[i] = again.expand(3, -1, -1).to(device)
             size = (int(again.shape[-2]), int(again.shape[-1]))
-            if size != encoded.sizes[i]:  # skipped for another image: its own boxes
+            if size != (refused.height, refused.width):  # skipped for another image
                 params = _with_sample(
                     params, i, engine.sample_per_sample_sizes([encoded.seeds[i]], [size])
                 )

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -74,22 +74,17 @@ class Header:
         return self.format == "JPEG" and self.upright
 
 
-def read_header(data: bytes, max_pixels: int = MAX_PIXELS) -> Header:
-    """The header of an encoded image; an empty file, an unknown format or more than
-    ``max_pixels`` pixels raise ``ValueError`` (or Pillow's ``OSError``)."""
-    from PIL import Image
-
-    if not data:
-        raise ValueError("the file is empty")
-    with _no_pillow_bomb_check(), Image.open(io.BytesIO(data)) as img:
-        width, height = img.size
-        if width * height > max_pixels:
-            raise ValueError(
-                f"{width}x{height} = {width * height:,} pixels, over the limit of "
-                f"{max_pixels:,} (data.max_image_pixels; raise it for images this large)"
-            )
-        upright = img.format != "JPEG" or img.getexif().get(_EXIF_ORIENTATION, 1) == 1
-        return Header(img.format, height, width, upright)
+def _read_header(img: Any, max_pixels: int) -> Header:
+    """The header of an opened Pillow image; more than ``max_pixels`` pixels raise
+    ``ValueError`` before any pixel is decoded."""
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ValueError(
+            f"{width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} (data.max_image_pixels; raise it for images this large)"
+        )
+    upright = img.format != "JPEG" or img.getexif().get(_EXIF_ORIENTATION, 1) == 1
+    return Header(img.format, height, width, upright)
 
 
 def decode_bytes(
@@ -106,32 +101,43 @@ def decode_bytes(
     With ``plan``, a JPEG (without EXIF rotation) whose ``plan(height, width)`` is
     ``r > 1`` is decoded ``r`` times smaller per side in the DCT domain (Pillow's
     ``draft``; libjpeg-turbo then skips most of the inverse DCT and the colour work)."""
-    from PIL import Image, ImageOps
-
-    header = read_header(data, max_pixels)
-    reduction = 1
-    if plan is not None and header.plain_jpeg:
-        reduction = plan(header.height, header.width)
-    if header.format == "JPEG" and reduction == 1:
-        image = _decode_jpeg(data)
-    else:
-        with _no_pillow_bomb_check(), Image.open(io.BytesIO(data)) as img:
-            if reduction > 1:
-                img.draft("RGB", (header.width // reduction, header.height // reduction))
-            rgb = np.array(ImageOps.exif_transpose(img).convert("RGB"))
-        image = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
-    return image if image.dtype == torch.uint8 else to_dtype(image, torch.uint8, scale=True)
+    image = _decode(data, max_pixels, plan, keep_as=None)
+    assert isinstance(image, Tensor)
+    return image
 
 
 def decode_or_keep(data: bytes, max_pixels: int, name: str) -> Tensor | EncodedJPEG:
     """For decoding on the training device (``data.decode_on: device``): a plain JPEG
     (:attr:`Header.plain_jpeg`) is kept encoded, its header checked; any other image is
-    decoded here (:func:`decode_bytes`)."""
-    header = read_header(data, max_pixels)
-    if not header.plain_jpeg:
-        return decode_bytes(data, max_pixels)
-    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    return EncodedJPEG(encoded, header.height, header.width, name)
+    decoded here as :func:`decode_bytes` decodes it."""
+    return _decode(data, max_pixels, None, keep_as=name)
+
+
+def _decode(
+    data: bytes, max_pixels: int, plan: ReductionPlan | None, keep_as: str | None
+) -> Tensor | EncodedJPEG:
+    """:func:`decode_bytes`, or with ``keep_as`` (the image's name) a plain JPEG kept
+    encoded; the image is opened once, its header read first."""
+    from PIL import Image, ImageOps
+
+    if not data:
+        raise ValueError("the file is empty")
+    with _no_pillow_bomb_check(), Image.open(io.BytesIO(data)) as img:
+        header = _read_header(img, max_pixels)
+        if keep_as is not None and header.plain_jpeg:
+            encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return EncodedJPEG(encoded, header.height, header.width, keep_as)
+        reduction = 1
+        if plan is not None and header.plain_jpeg:
+            reduction = plan(header.height, header.width)
+        if header.format == "JPEG" and reduction == 1:
+            image = _decode_jpeg(data)
+        else:
+            if reduction > 1:
+                img.draft("RGB", (header.width // reduction, header.height // reduction))
+            rgb = np.array(ImageOps.exif_transpose(img).convert("RGB"))
+            image = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+    return image if image.dtype == torch.uint8 else to_dtype(image, torch.uint8, scale=True)
 
 
 def decode_file(
@@ -151,10 +157,10 @@ def _named(path: Path, decode: Callable[[bytes], _T]) -> _T:
     try:
         return decode(path.read_bytes())
     except Exception as exc:
-        raise decode_error(f"'{path}'", exc) from None
+        raise _decode_error(f"'{path}'", exc) from None
 
 
-def decode_error(name: str, exc: Exception) -> ImageDecodeError:
+def _decode_error(name: str, exc: Exception) -> ImageDecodeError:
     """The error for an image (``name``: the file, quoted) that failed to decode."""
     reason = re.sub(r"^.*?\.cpp:\d+,\s*", "", str(exc)).strip() or type(exc).__name__
     if "cannot identify image file" in reason:  # Pillow's words for an unknown format
@@ -293,11 +299,11 @@ class FolderSource(ImageSource):
             try:
                 return read(path)
             except ImageDecodeError as exc:
-                self.record_bad(path, exc)
+                self._record_bad(path, exc)
         group = "" if y is None else f" of class '{self.classes[y]}'"
         raise ImageDecodeError(f"no readable image{group} in '{self.root}'")
 
-    def record_bad(self, path: Path, exc: ImageDecodeError) -> None:
+    def _record_bad(self, path: Path, exc: ImageDecodeError) -> None:
         """Remember an unreadable file: skipped from now on, warned and logged."""
         self.bad_files.add(path)
         warnings.warn(f"skipping: {exc}", stacklevel=3)
