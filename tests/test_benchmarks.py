@@ -266,9 +266,12 @@ def test_the_step_profile_puts_the_time_in_groups(capsys: pytest.CaptureFixture[
 
 
 # ---------------------------------------------------------------- epoch_profile.py
-def test_the_epoch_profile_splits_a_real_run(tmp_path: Path) -> None:
+def test_the_epoch_profile_splits_a_real_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling end_to_end
     profile = _load("epoch_profile")
-    cfg = profile.end_to_end().timed_config(TINY_RUN, 1, tmp_path, "tiny")
+    cfg = profile.e2e.timed_config(TINY_RUN, 1, tmp_path, "tiny")
     parts, total, switches = profile.twinfold_parts(cfg)
     assert set(profile.PARTS.values()) < set(parts)
     for part in ("data loading (crops, collate)", "views (the batched engine)", "backward",

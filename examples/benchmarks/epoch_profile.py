@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib.util
 import platform
 import pstats
-import sys
 import tempfile
 from pathlib import Path
-from types import ModuleType
 
+import end_to_end as e2e  # the sibling script: its configs and lightly loop
 import torch
 
 import twinfold
@@ -43,17 +41,6 @@ PARTS = {
 }
 EPOCH = ("loop.py", "_epoch")
 COMPUTE = ("forward (online + target, loss)", "backward", "optimizer step")
-
-
-def end_to_end() -> ModuleType:
-    """The sibling ``end_to_end.py`` (its configs and lightly loop)."""
-    path = Path(__file__).with_name("end_to_end.py")
-    spec = importlib.util.spec_from_file_location("twinfold_e2e", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def cumulative(stats: pstats.Stats) -> dict[tuple[str, str], float]:
@@ -97,7 +84,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--workers", type=int, default=0, help="data-loader workers")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
-    e2e = end_to_end()
     overrides = [*args.overrides, f"data.num_workers={args.workers}"]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = e2e.timed_config(overrides, args.epochs, Path(tmp), "profile")
