@@ -28,6 +28,7 @@ def test_paper_preset_has_one_rate(tmp_path: Path) -> None:
 def test_small_preset_predictor_learns_30x_faster() -> None:
     cfg = twinfold.load_config({"preset": "byol-small", "method": {"encoder": {"widths": [8, 16]}}})
     assert cfg.optimizer.lr == 0.45 and cfg.optimizer.lr_multipliers == {"predictor": 30}
+    assert cfg.optimizer.weight_decay == 1e-4 and cfg.trainer.epochs == 30
     rates = _rates(cfg, scale=1.0)
     assert rates == {
         "scheduled/weights": pytest.approx(0.45),
@@ -38,6 +39,7 @@ def test_small_preset_predictor_learns_30x_faster() -> None:
     preset = twinfold.default_registry().preset("byol-small")
     text = " ".join(preset.deviations)
     assert "not the paper" in text.lower() and "lr_multipliers: {predictor: 30}" in text
+    assert "weight decay 1e-4" in text
 
 
 def test_small_preset_without_a_predictor_names_the_multiplier() -> None:

@@ -111,6 +111,7 @@ def test_small_preset_is_cpu_sized() -> None:
     cfg = twinfold.load_config({"preset": "vicreg-small"})
     m = cfg.method
     assert m.encoder.name == "small-cnn" and cfg.trainer.accelerator == "cpu"
+    assert (cfg.data.image_size, cfg.trainer.epochs) == (32, 20)  # 2 CPU minutes
     assert cfg.data.dataset == "digits"
     assert m.projector.name == "vicreg-expander" and m.projector.out_dim <= 512
     assert max(m.projector.hidden_dims) <= 512

@@ -59,9 +59,10 @@ SIMSIAM_SMALL = Preset(
     paper=PAPER,
     config={
         # 32 px: at 16 px the recipe beat random init (~89%) in one run of six (seeds
-        # 0-2, both view engines); at 32 px seeds 0-2 gain 9-14 points. Batch 64: twice
-        # the steps of batch 128 for the same images (docs/results.md)
-        "data": {"dataset": "digits", "image_size": 32, "batch_size": 64},
+        # 0-2, both view engines). LARS with the predictor 30x faster (byol-small's fix)
+        # learns in 20 epochs of batch 128 what SGD needed 30 epochs of batch 64 for
+        # (docs/results.md)
+        "data": {"dataset": "digits", "image_size": 32, "batch_size": 128},
         "method": {
             "encoder": {"name": "small-cnn", "widths": [32, 64, 128], "blocks_per_stage": 1},
             "projector": {"name": "simsiam-projector", "hidden_dims": [512, 512], "out_dim": 512},
@@ -71,21 +72,24 @@ SIMSIAM_SMALL = Preset(
             "views": digits_views_section("simsiam-views", [{"blur_p": 0.5}] * 2),
         },
         "optimizer": {
-            "name": "sgd",
-            "lr": 0.5,  # x 64 / 256 = 0.125; the paper's 0.05 learns too slowly here
-            "weight_decay": 1e-4,
-            "momentum": 0.9,
-            "exclude_bias_and_norm": False,
-            "fixed_lr": ["predictor"],
+            "name": "lars",
+            "lr": 1.2,  # x 128 / 256 = 0.6
+            "weight_decay": 1e-6,
+            "exclude_bias_and_norm": True,
+            "lr_multipliers": {"predictor": 30},
         },
-        "schedule": {"warmup_epochs": 0, "final_lr_ratio": 0.0},
-        "trainer": {"epochs": 30, "accelerator": "cpu", "log_every": 5},
+        "schedule": {"warmup_epochs": 2, "final_lr_ratio": 0.0},
+        "trainer": {"epochs": 20, "accelerator": "cpu", "log_every": 5},
         "evaluation": {"every_n_epochs": 5},
     },
     deviations=(
         "Not the paper's recipe: embedded 8x8 digits upscaled to 32 px, a small residual CNN, "
-        "a 512-512-512 projector and a 512-128-512 predictor, batch 64, 30 epochs, base lr "
-        "0.5 (0.125 after the x B/256 scaling) instead of 0.05.",
+        "a 512-512-512 projector and a 512-128-512 predictor, batch 128, 20 epochs.",
+        "LARS (base lr 1.2, 0.6 after the x B/256 scaling, weight decay 1e-6, biases and "
+        "norms excluded, 2 warm-up epochs) instead of SGD at 0.05, and the predictor's "
+        "rate 30x the rest and scheduled (optimizer.lr_multipliers: {predictor: 30}) "
+        "instead of a fixed rate: with SGD the held-out kNN needed 30 epochs of batch 64 "
+        "(90.6-96.1% on seeds 0-2), with LARS and a fixed predictor rate it fell to 84-90%.",
         "Views: crop area (0.3, 1), no flip, no hue/saturation jitter and no grayscale "
         "(digits are grey and not mirror-symmetric).",
     ),
